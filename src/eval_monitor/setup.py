@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+package_name = 'eval_monitor'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
+        (f'share/{package_name}', ['package.xml']),
+    ],
+    install_requires=['setuptools', 'numpy'],
+    extras_require={'test': ['pytest']},
+    zip_safe=True,
+    maintainer='SO-101 Pi0.5 suite maintainers',
+    maintainer_email='maintainers@so101-pi05.dev',
+    description='Evaluation monitor: grasps, drops, episodes and operator interventions, live and from rosbag2 MCAP recordings; reports and policy comparison.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [],
+    },
+)

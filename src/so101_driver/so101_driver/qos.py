@@ -1,0 +1,33 @@
+"""QoS profiles of the suite, defined once (DESIGN.md, QoS).
+
+Publishers offer RELIABLE so every subscriber can connect; stream subscribers take
+BEST_EFFORT keep-last so a slow consumer never back-pressures a 100 Hz or 30 fps producer;
+commands are RELIABLE; latched state is TRANSIENT_LOCAL depth 1 so late joiners get it.
+"""
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+
+#: Publisher of a stream (joint states, images, camera info, diagnostics, status).
+STREAM_PUB = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+)
+#: Subscriber of a stream: newest sample only matters.
+STREAM_SUB = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT
+)
+#: Commands (trajectories, episode marks, events): nothing may be lost.
+COMMAND = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+)
+#: Latched state (/robot_description, /teleop/override, /policy/task).
+LATCHED = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
