@@ -1,0 +1,368 @@
+"""Feetech STS3215 bus of the SO-101, on ``scservo_sdk`` (no rclpy).
+
+Connects and configures the servos the way LeRobot's SO-101 follower does (return delay 0,
+maximum acceleration 254, position mode, P/I/D 16/0/32, gripper torque and current capped,
+angle-feedback bit of Phase cleared), makes the servos' EEPROM calibration (homing offset,
+position limits) agree with the LeRobot calibration file, then serves one sync-read of
+position/velocity/load and one sync-write of goals per control tick, plus a slower telemetry
+read (voltage, temperature, status, current). Transient failures are retried a bounded
+number of times and counted; a vanished port raises ``PortLost`` so the caller can stop
+commanding and reconnect.
+
+All methods take ticks (offset-applied, as the servo reports them); radians live in
+``calibration.ArmCalibration``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scservo_sdk as scs
+import serial
+
+from so101_driver import control_table as ct
+from so101_driver.calibration import MotorCalibration
+from so101_driver.joints import GRIPPER, JOINT_NAMES, SERVO_IDS
+
+
+class BusError(RuntimeError):
+    """A bus transaction failed after its retries."""
+
+
+class PortLost(BusError):
+    """The serial port cannot be opened or vanished (adapter unplugged)."""
+
+
+class ServoNotFound(BusError):
+    """Servos did not answer a ping at connect time."""
+
+
+@dataclass
+class BusConfig:
+    """Bus settings; defaults follow LeRobot's SO-101 follower."""
+
+    port: str  # serial device, e.g. /dev/ttyACM0 or /dev/serial/by-id/...
+    baudrate: int = 1_000_000  # STS3215 factory default
+    ids: tuple[int, ...] = tuple(SERVO_IDS[n] for n in JOINT_NAMES)  # joint order
+    read_retries: int = 2  # extra attempts of a failed read (LeRobot: num_read_retries=2)
+    write_retries: int = 2  # extra attempts of a failed configuration write
+    packet_timeout_ms: float = 20.0  # wait for a reply beyond its wire time
+    p_coefficient: int = 16  # position-loop gains LeRobot writes at connect
+    i_coefficient: int = 0
+    d_coefficient: int = 32
+    acceleration: int = 254
+    gripper_max_torque: int = 500  # 50 % of max torque, to avoid burning the gripper motor
+    gripper_protection_current: int = 250
+    gripper_overload_torque: int = 25
+
+    def __post_init__(self):
+        if len(self.ids) != len(JOINT_NAMES) or len(set(self.ids)) != len(self.ids):
+            raise ValueError(f'ids must be {len(JOINT_NAMES)} distinct servo ids, got {self.ids}')
+        if self.baudrate not in (1_000_000, 500_000, 250_000, 128_000, 115_200, 57_600):
+            raise ValueError(f'unsupported baud rate {self.baudrate}')
+
+
+@dataclass
+class BusCounters:
+    """Transaction counters for diagnostics."""
+
+    reads: int = 0
+    read_failures: int = 0  # reads that failed after all retries
+    retries: int = 0  # extra attempts that were needed
+    writes: int = 0
+    write_failures: int = 0
+    last_error: str = ''
+
+
+@dataclass
+class FastState:
+    """One control-tick read: joint order, ticks, ticks/s, load in 0.1 % of max torque."""
+
+    position: np.ndarray
+    velocity: np.ndarray
+    load: np.ndarray
+    stamp_ns: int  # time.time_ns() just after the reply arrived
+
+
+@dataclass
+class Telemetry:
+    """Slow read of one servo."""
+
+    voltage: float  # V
+    temperature: int  # degrees C
+    status: int  # ErrorBit flags
+    moving: bool
+    current: int  # raw units (6.5 mA)
+    errors: list[str] = field(default_factory=list)
+
+
+class _PortHandler(scs.PortHandler):
+    """SDK port with a reply timeout that fits the packet (the PyPI SDK's is ~34 ms flat)."""
+
+    def __init__(self, port_name: str, timeout_margin_ms: float):
+        super().__init__(port_name)
+        self.timeout_margin_ms = timeout_margin_ms
+
+    def setPacketTimeout(self, packet_length):  # noqa: N802 - SDK name
+        self.packet_start_time = self.getCurrentTime()
+        self.packet_timeout = self.tx_time_per_byte * (packet_length + 3) + self.timeout_margin_ms
+
+
+# Fast block: Present_Position .. Present_Load (56..61), 6 bytes per servo.
+_FAST_START = ct.PRESENT_POSITION.address
+_FAST_LEN = ct.PRESENT_LOAD.address + ct.PRESENT_LOAD.size - _FAST_START
+# Telemetry block: Present_Voltage .. Present_Current (62..70), 9 bytes per servo.
+_TELEM_START = ct.PRESENT_VOLTAGE.address
+_TELEM_LEN = ct.PRESENT_CURRENT.address + ct.PRESENT_CURRENT.size - _TELEM_START
+
+
+def error_names(bits: int) -> list[str]:
+    return [flag.name.lower() for flag in ct.ErrorBit if bits & flag]
+
+
+class FeetechBus:
+    """The six servos of one arm. Thread-safe: every transaction holds one lock."""
+
+    def __init__(self, config: BusConfig):
+        self.config = config
+        self.counters = BusCounters()
+        self._lock = threading.Lock()
+        self._port: _PortHandler | None = None
+        self._ph = scs.PacketHandler(0)
+        self._fast_reader = None
+        self._telem_reader = None
+        self._goal_writer = None
+
+    # -- connection ------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None and self._port.is_open
+
+    def open(self) -> None:
+        """Open the port and check every servo answers as an STS3215."""
+        with self._lock:
+            self._close_port()
+            port = _PortHandler(self.config.port, self.config.packet_timeout_ms)
+            try:
+                if not port.openPort() or not port.setBaudRate(self.config.baudrate):
+                    raise PortLost(f'cannot open serial port {self.config.port} at '
+                                   f'{self.config.baudrate} baud')
+            except (OSError, serial.SerialException) as err:
+                raise PortLost(f'cannot open serial port {self.config.port}: {err}') from err
+            self._port = port
+            self._fast_reader = scs.GroupSyncRead(port, self._ph, _FAST_START, _FAST_LEN)
+            self._telem_reader = scs.GroupSyncRead(port, self._ph, _TELEM_START, _TELEM_LEN)
+            self._goal_writer = scs.GroupSyncWrite(port, self._ph, ct.GOAL_POSITION.address,
+                                                   ct.GOAL_POSITION.size)
+            for sid in self.config.ids:
+                self._fast_reader.addParam(sid)
+                self._telem_reader.addParam(sid)
+        missing, wrong = [], []
+        for sid in self.config.ids:
+            model = self._ping(sid)
+            if model is None:
+                missing.append(sid)
+            elif model != ct.STS3215_MODEL_NUMBER:
+                wrong.append((sid, model))
+        if missing:
+            self.close(disable_torque=False)
+            raise ServoNotFound(
+                f'servo ids {missing} did not answer on {self.config.port} at '
+                f'{self.config.baudrate} baud (check power, cabling and ids; expected ids '
+                f'{list(self.config.ids)} for {list(JOINT_NAMES)})')
+        if wrong:
+            self.close(disable_torque=False)
+            raise ServoNotFound(f'unexpected model numbers (id, model) {wrong} on '
+                                f'{self.config.port}; expected STS3215 ({ct.STS3215_MODEL_NUMBER})')
+
+    def close(self, disable_torque: bool = True) -> None:
+        if disable_torque and self.is_open:
+            try:
+                self.set_torque(False)
+            except BusError:
+                pass
+        with self._lock:
+            self._close_port()
+
+    def _close_port(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.closePort()
+            except (OSError, serial.SerialException, AttributeError):
+                pass
+        self._port = None
+
+    # -- configuration ---------------------------------------------------------
+    def configure(self, calibration: Mapping[str, MotorCalibration],
+                  write_calibration: bool = True) -> list[str]:
+        """Configure every servo as LeRobot does and sync the EEPROM calibration.
+
+        Torque is off afterwards. Returns a line per calibration register rewritten;
+        raises ``BusError`` if the servos disagree with the file and
+        ``write_calibration`` is False.
+        """
+        changed = []
+        self.set_torque(False)  # also unlocks the EEPROM (Lock = 0)
+        for name, sid in zip(JOINT_NAMES, self.config.ids, strict=True):
+            cal = calibration[name]
+            for reg, want in ((ct.HOMING_OFFSET, cal.homing_offset),
+                              (ct.MIN_POSITION_LIMIT, cal.range_min),
+                              (ct.MAX_POSITION_LIMIT, cal.range_max)):
+                have = self.read_register(sid, reg)
+                if have != want:
+                    if not write_calibration:
+                        raise BusError(f'{name} (id {sid}) holds {reg} = {have}, calibration '
+                                       f'file says {want}; enable write_calibration or '
+                                       're-run lerobot-calibrate')
+                    self.write_register(sid, reg, want)
+                    changed.append(f'{name}: register {reg.address} {have} -> {want}')
+            self.write_register(sid, ct.RETURN_DELAY_TIME, 0)
+            self.write_register(sid, ct.MAXIMUM_ACCELERATION, 254)
+            self.write_register(sid, ct.ACCELERATION, self.config.acceleration)
+            phase = self.read_register(sid, ct.PHASE)
+            if phase & ct.PHASE_ANGLE_FEEDBACK_BIT:
+                self.write_register(sid, ct.PHASE, phase & ~ct.PHASE_ANGLE_FEEDBACK_BIT)
+            self.write_register(sid, ct.OPERATING_MODE, ct.OperatingMode.POSITION)
+            self.write_register(sid, ct.P_COEFFICIENT, self.config.p_coefficient)
+            self.write_register(sid, ct.I_COEFFICIENT, self.config.i_coefficient)
+            self.write_register(sid, ct.D_COEFFICIENT, self.config.d_coefficient)
+            if name == GRIPPER:
+                self.write_register(sid, ct.MAX_TORQUE_LIMIT, self.config.gripper_max_torque)
+                self.write_register(sid, ct.PROTECTION_CURRENT,
+                                    self.config.gripper_protection_current)
+                self.write_register(sid, ct.OVERLOAD_TORQUE, self.config.gripper_overload_torque)
+        return changed
+
+    def set_torque(self, enabled: bool) -> None:
+        """Torque on (then lock the EEPROM) or off (then unlock it), as LeRobot does."""
+        for sid in self.config.ids:
+            self.write_register(sid, ct.TORQUE_ENABLE, int(enabled))
+            self.write_register(sid, ct.LOCK, int(enabled))
+
+    def _ping(self, sid: int) -> int | None:
+        """Model number of servo ``sid``, or None if it does not answer (one retry)."""
+        def attempt():
+            model, result, _ = self._ph.ping(self._port, sid)
+            return result, model
+        try:
+            return self._transact(attempt, 1, f'ping id {sid}', is_read=True)
+        except PortLost:
+            raise
+        except BusError:
+            return None
+
+    # -- single-register access --------------------------------------------------
+    def read_register(self, sid: int, reg: ct.Register) -> int:
+        def attempt():
+            data, result, _ = self._ph.readTxRx(self._port, sid, reg.address, reg.size)
+            return result, data
+        data = self._transact(attempt, self.config.read_retries, f'read {reg} from id {sid}',
+                              is_read=True)
+        return ct.from_bytes(reg, data)
+
+    def write_register(self, sid: int, reg: ct.Register, value: int) -> None:
+        payload = ct.to_bytes(reg, int(value))
+
+        def attempt():
+            result, _ = self._ph.writeTxRx(self._port, sid, reg.address, reg.size, payload)
+            return result, None
+        self._transact(attempt, self.config.write_retries, f'write {reg}={value} to id {sid}',
+                       is_read=False)
+
+    # -- per-tick I/O ------------------------------------------------------------
+    def read_fast(self) -> FastState:
+        """Sync-read position, velocity and load of all servos (one bus transaction)."""
+        reader = self._fast_reader
+
+        def attempt():
+            return reader.txRxPacket(), None
+        self._transact(attempt, self.config.read_retries, 'sync-read of present position',
+                       is_read=True)
+        stamp = time.time_ns()
+        raw = [reader.data_dict[sid] for sid in self.config.ids]
+        return FastState(
+            position=np.array([ct.from_bytes(ct.PRESENT_POSITION, d[0:2]) for d in raw]),
+            velocity=np.array([ct.from_bytes(ct.PRESENT_VELOCITY, d[2:4]) for d in raw]),
+            load=np.array([ct.from_bytes(ct.PRESENT_LOAD, d[4:6]) for d in raw]),
+            stamp_ns=stamp,
+        )
+
+    def read_telemetry(self) -> dict[int, Telemetry]:
+        """Sync-read voltage, temperature, status, moving and current of all servos."""
+        reader = self._telem_reader
+
+        def attempt():
+            return reader.txRxPacket(), None
+        self._transact(attempt, self.config.read_retries, 'sync-read of telemetry', is_read=True)
+        out = {}
+        for sid in self.config.ids:
+            d = reader.data_dict[sid]
+            status = d[ct.STATUS.address - _TELEM_START]
+            out[sid] = Telemetry(
+                voltage=d[0] / 10.0,
+                temperature=d[1],
+                status=status,
+                moving=bool(d[ct.MOVING.address - _TELEM_START]),
+                current=ct.from_bytes(ct.PRESENT_CURRENT, d[ct.PRESENT_CURRENT.address
+                                                           - _TELEM_START:]),
+                errors=error_names(status),
+            )
+        return out
+
+    def write_goals(self, ticks: Sequence[int]) -> None:
+        """Sync-write Goal_Position of all servos (no reply on the bus)."""
+        writer = self._goal_writer
+
+        def attempt():
+            writer.clearParam()
+            for sid, value in zip(self.config.ids, ticks, strict=True):
+                writer.addParam(sid, ct.to_bytes(ct.GOAL_POSITION, int(value)))
+            return writer.txPacket(), None
+        self._transact(attempt, 0, 'sync-write of goal position', is_read=False)
+
+    # -- retry core --------------------------------------------------------------
+    def _transact(self, attempt, retries: int, what: str, is_read: bool):
+        """Run ``attempt`` under the lock, retrying SDK failures ``retries`` times."""
+        with self._lock:
+            if self._port is None:
+                raise PortLost(f'{what}: port {self.config.port} is not open')
+            if is_read:
+                self.counters.reads += 1
+            else:
+                self.counters.writes += 1
+            result = scs.COMM_TX_FAIL
+            for n in range(retries + 1):
+                if n:
+                    self.counters.retries += 1
+                try:
+                    result, data = attempt()
+                except (OSError, serial.SerialException, TypeError) as err:
+                    # TypeError: pyserial returns None from a read on a closed fd
+                    self.counters.last_error = f'{what}: port {self.config.port} lost ({err})'
+                    self._close_port()
+                    raise PortLost(self.counters.last_error) from err
+                finally:
+                    if self._port is not None:
+                        self._port.is_using = False
+                if result == scs.COMM_SUCCESS:
+                    return data
+                self._drain()
+            message = f'{what} failed after {retries + 1} attempts: ' \
+                      f'{self._ph.getTxRxResult(result)}'
+            self.counters.last_error = message
+            if is_read:
+                self.counters.read_failures += 1
+            else:
+                self.counters.write_failures += 1
+            raise BusError(message)
+
+    def _drain(self) -> None:
+        """Drop stray bytes of a failed exchange so the next reply is read in step."""
+        try:
+            self._port.ser.reset_input_buffer()
+        except (OSError, serial.SerialException, AttributeError):
+            pass

@@ -1,0 +1,76 @@
+"""ROS message <-> core conversions shared by the arm and simulation nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from so101_driver.joints import JOINT_NAMES
+from so101_driver.trajectory import RejectReason, Trajectory, TrajectoryRejected
+
+
+def to_seconds(stamp: Time | Duration) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def time_msg(seconds: float) -> Time:
+    sec = int(np.floor(seconds))
+    return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+def duration_msg(seconds: float) -> Duration:
+    sec = int(np.floor(seconds))
+    return Duration(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+def trajectory_from_msg(msg: JointTrajectory) -> Trajectory:
+    """Core trajectory from a message; raises ``TrajectoryRejected`` for ragged points."""
+    n = len(msg.joint_names)
+    for k, point in enumerate(msg.points):
+        if len(point.positions) != n:
+            raise TrajectoryRejected(
+                RejectReason.BAD_SHAPE,
+                f'point {k} has {len(point.positions)} positions for {n} joint names')
+    positions = np.array([list(p.positions) for p in msg.points], dtype=float).reshape(-1, n)
+    start = to_seconds(msg.header.stamp)
+    return Trajectory(
+        joint_names=tuple(msg.joint_names),
+        start=start if start > 0 else None,
+        time_from_start=np.array([to_seconds(p.time_from_start) for p in msg.points]),
+        positions=positions,
+    )
+
+
+def trajectory_msg(positions: np.ndarray, time_from_start: np.ndarray, start: float | None,
+                   joint_names: tuple[str, ...] = JOINT_NAMES) -> JointTrajectory:
+    msg = JointTrajectory()
+    msg.joint_names = list(joint_names)
+    if start:
+        msg.header.stamp = time_msg(start)
+    for row, t in zip(np.asarray(positions, dtype=float), time_from_start, strict=True):
+        msg.points.append(JointTrajectoryPoint(positions=row.tolist(),
+                                               time_from_start=duration_msg(float(t))))
+    return msg
+
+
+def joint_state_msg(stamp: Time, position: np.ndarray, velocity: np.ndarray | None = None,
+                    effort: np.ndarray | None = None) -> JointState:
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.name = list(JOINT_NAMES)
+    msg.position = [float(x) for x in position]
+    if velocity is not None:
+        msg.velocity = [float(x) for x in velocity]
+    if effort is not None:
+        msg.effort = [float(x) for x in effort]
+    return msg
+
+
+def diag_status(name: str, level: int, message: str, hardware_id: str,
+                values: dict[str, object]) -> DiagnosticStatus:
+    return DiagnosticStatus(
+        level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
