@@ -10,7 +10,8 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
         (f'share/{package_name}', ['package.xml']),
     ],
-    install_requires=['setuptools', 'numpy'],
+    install_requires=['setuptools', 'numpy', 'scipy', 'matplotlib', 'pyyaml', 'mcap',
+                      'mcap-ros2-support'],
     extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
@@ -18,6 +19,11 @@ setup(
     description='Evaluation monitor: grasps, drops, episodes and operator interventions, live and from rosbag2 MCAP recordings; reports and policy comparison.',
     license='Apache-2.0',
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'eval_monitor = eval_monitor.monitor_node:main',
+            'so101_recorder = eval_monitor.recorder_node:main',
+            'so101-eval = eval_monitor.offline:main',
+            'so101-compare = eval_monitor.compare:main',
+        ],
     },
 )

@@ -10,7 +10,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
         (f'share/{package_name}', ['package.xml']),
     ],
-    install_requires=['setuptools', 'numpy'],
+    install_requires=['setuptools', 'numpy', 'so101_driver'],
     extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
@@ -18,6 +18,8 @@ setup(
     description='LeRobot Pi0.5 (and any LeRobot policy) as a ROS 2 node publishing joint-trajectory chunks.',
     license='Apache-2.0',
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'pi05_policy = pi05_policy.policy_node:main',
+        ],
     },
 )

@@ -7,9 +7,13 @@ here = Path(__file__).parent
 
 
 def share(folder):
-    """(install dir, files) for every file under ``folder``, kept relative to the package."""
-    files = sorted(str(p.relative_to(here)) for p in (here / folder).glob('*') if p.is_file())
-    return (f'share/{package_name}/{folder}', files)
+    """(install dir, files) pairs for every file under ``folder``, sub-folders kept."""
+    by_dir = {}
+    for p in sorted((here / folder).rglob('*')):
+        if p.is_file():
+            rel = p.relative_to(here)
+            by_dir.setdefault(f'share/{package_name}/{rel.parent}', []).append(str(rel))
+    return list(by_dir.items())
 
 
 setup(
@@ -19,11 +23,12 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
         (f'share/{package_name}', ['package.xml']),
-        share('urdf'),
-        share('meshes'),
-        share('config'),
+        *share('urdf'),
+        *share('meshes'),
+        *share('mjcf'),
     ],
-    install_requires=['setuptools', 'numpy', 'pyserial', 'pyyaml', 'feetech-servo-sdk'],
+    install_requires=['setuptools', 'numpy', 'pyserial', 'pyyaml', 'feetech-servo-sdk',
+                      'opencv-python-headless', 'mujoco'],
     extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
@@ -35,6 +40,9 @@ setup(
             'so101_arm = so101_driver.arm_node:main',
             'so101-servo-emulator = so101_driver.emulator:main',
             'so101-driver-demo = so101_driver.demo:main',
+            'so101_camera = so101_driver.camera_node:main',
+            'so101_sim = so101_driver.sim_node:main',
+            'so101_sim_expert = so101_driver.sim_expert_node:main',
         ],
     },
 )
