@@ -24,6 +24,7 @@ setup(
             'so101_recorder = eval_monitor.recorder_node:main',
             'so101-eval = eval_monitor.offline:main',
             'so101-compare = eval_monitor.compare:main',
+            'so101-console = eval_monitor.console:main',
         ],
     },
 )

@@ -43,6 +43,7 @@ setup(
             'so101_camera = so101_driver.camera_node:main',
             'so101_sim = so101_driver.sim_node:main',
             'so101_sim_expert = so101_driver.sim_expert_node:main',
+            'so101_leader = so101_driver.leader_node:main',
         ],
     },
 )
