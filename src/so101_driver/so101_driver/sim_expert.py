@@ -5,8 +5,8 @@ policy and never stands in for one. Given ``SimTruth`` (cube and bowl positions)
 present joint angles it plans, with inverse kinematics on its OWN MuJoCo model of the arm
 (``mjcf/so101.xml``, nothing shared with the simulator), a top-down grasp: reach above the
 cube, descend, close, lift, carry over the bowl, lower, open, retreat. It streams the plan
-as ``Trajectory`` chunks (start = now, first point within ``max_jump`` of the present
-position), so it goes through exactly the checks a policy's chunks go through.
+as ``Trajectory`` chunks (start = now; first point = the measured position, so the
+executor's ``max_jump`` check passes), through exactly the checks a policy's chunks meet.
 
 Noise makes a run realistic (all seeded): ``grasp_xy_noise_m`` / ``grasp_z_noise_m`` shift
 the grasp point (a shift towards the fixed jaw lands a pad on the cube: a miss; a high grasp
@@ -85,7 +85,6 @@ class ExpertConfig:
     retreat_s: float = 1.2
     settle_s: float = 0.8  # wait after the plan before judging the outcome
     attempt_timeout_s: float = 25.0  # give up an attempt after this long
-    max_jump: float = 0.35  # the executor's jump limit: chunk starts stay within 90 % of it
     model_path: str = ''  # arm MJCF for IK; '' = the packaged mjcf/so101.xml
 
     def __post_init__(self):
@@ -97,7 +96,7 @@ class ExpertConfig:
             raise ValueError(f'need 0 < chunk_dt_s ({self.chunk_dt_s}) <= chunk_horizon_s '
                              f'({self.chunk_horizon_s})')
         for name in ('reach_s', 'descend_s', 'close_s', 'lift_s', 'carry_s', 'lower_s',
-                     'release_s', 'retreat_s', 'attempt_timeout_s', 'max_jump'):
+                     'release_s', 'retreat_s', 'attempt_timeout_s'):
             if getattr(self, name) <= 0:
                 raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
 
@@ -348,9 +347,11 @@ class ScriptedExpert:
         n = max(2, round(c.chunk_horizon_s / c.chunk_dt_s) + 1)
         tfs = np.arange(n) * c.chunk_dt_s
         points = np.array([self._plan_at(now + t) for t in tfs])
-        # the executor refuses a first point beyond max_jump: never ask for more than 90 %
-        limit = 0.9 * c.max_jump
-        points[0] = np.clip(points[0], present - limit, present + limit)
+        # The first point is where the arm was measured (within the limits): by the time the
+        # chunk arrives it lies in the past and is skipped, but it is what the executor's
+        # max_jump check compares, so a chunk is never refused because the arm lags the plan
+        # (a jaw blocked by the cube always does) or the message was late.
+        points[0] = np.clip(present, self.kin.lower, self.kin.upper)
         return Trajectory(joint_names=JOINT_NAMES, start=now, time_from_start=tfs,
                           positions=points)
 

@@ -1,0 +1,164 @@
+"""``so101_sim_expert``: the scripted pick-and-place expert of the simulation as a node.
+
+A scripted demonstrator that reads the simulator's ground truth (``sim/truth``) and the
+joint states; not the policy. Every ``chunk_period_s`` (node clock: sim time when
+``use_sim_time`` is true, as it should be) it publishes a stamped ``JointTrajectory`` chunk on
+``joint_trajectory`` planned by ``sim_expert.ScriptedExpert`` (IK on its own copy of the arm
+model). When an attempt ends (success, miss, drop, not in bowl, timeout) it logs the
+outcome and, with ``auto_reset``, calls ``sim/reset``; after ``max_episodes`` attempts
+(0 = no limit) it stops commanding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from so101_driver import qos
+from so101_driver.eval_topics import PayloadError, SimTruth
+from so101_driver.joints import JOINT_NAMES
+from so101_driver.ros_io import trajectory_msg
+from so101_driver.sim_expert import ExpertConfig, ScriptedExpert
+
+
+def _float_range(lo, hi):
+    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+
+
+class SimExpertNode(Node):
+    """Scripted expert: ground truth in, joint trajectory chunks out."""
+
+    def __init__(self, **kwargs):
+        super().__init__('so101_sim_expert', **kwargs)
+        self._declare_parameters()
+        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.expert = ScriptedExpert(ExpertConfig(
+            seed=p('seed'), grasp_xy_noise_m=p('grasp_xy_noise_m'),
+            grasp_z_noise_m=p('grasp_z_noise_m'), close_timing_noise_s=p('close_timing_noise_s'),
+            speed_noise=p('speed_noise'), reaction_delay_s=p('reaction_delay_s'),
+            chunk_horizon_s=p('chunk_horizon_s'), chunk_dt_s=p('chunk_dt_s'),
+            model_path=p('model_path')))
+        self.auto_reset = p('auto_reset')
+        self.max_episodes = p('max_episodes')
+        self.outcomes: Counter = Counter()
+        self.chunks_sent = 0
+        self._present: np.ndarray | None = None
+        self._judged_episode: int | None = None  # episode whose outcome was handled
+        self._reset_pending = False
+        self.pub = self.create_publisher(JointTrajectory, 'joint_trajectory', qos.COMMAND)
+        self.create_subscription(String, 'sim/truth', self._on_truth, qos.STREAM_SUB)
+        self.create_subscription(JointState, 'joint_states', self._on_joint_state,
+                                 qos.STREAM_SUB)
+        self.reset_client = self.create_client(Trigger, 'sim/reset')
+        self.create_timer(p('chunk_period_s'), self._on_timer)
+        if not self.get_parameter('use_sim_time').value:
+            self.get_logger().warn('use_sim_time is false: chunk stamps will be wall time, '
+                                   'which the simulator reads as far in the future')
+        self.get_logger().info('scripted expert (not a policy) ready: '
+                               f'{self.max_episodes or "unlimited"} episodes, auto_reset '
+                               f'{self.auto_reset}')
+
+    def _declare_parameters(self):
+        def declare(name, default, description, **ranges):
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description, read_only=True, **ranges))
+
+        declare('seed', 0, 'Seed of every noise draw',
+                integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)])
+        declare('grasp_xy_noise_m', 0.008, 'Std of the horizontal grasp-point error (m)',
+                floating_point_range=_float_range(0, 0.1))
+        declare('grasp_z_noise_m', 0.006, 'Std of the grasp height error (m)',
+                floating_point_range=_float_range(0, 0.1))
+        declare('close_timing_noise_s', 0.3, 'Std of when the jaws close relative to the end '
+                'of the descent (s; early closes grasp high)',
+                floating_point_range=_float_range(0, 5))
+        declare('speed_noise', 0.2, 'Relative std of every segment duration',
+                floating_point_range=_float_range(0, 1))
+        declare('reaction_delay_s', 0.2, 'Age of the ground truth the expert acts on (s)',
+                floating_point_range=_float_range(0, 5))
+        declare('chunk_period_s', 0.25, 'How often a chunk is published (node clock, s)',
+                floating_point_range=_float_range(0.02, 5))
+        declare('chunk_horizon_s', 1.0, 'Length of each chunk (s)',
+                floating_point_range=_float_range(0.05, 10))
+        declare('chunk_dt_s', 0.05, 'Spacing of the points of a chunk (s)',
+                floating_point_range=_float_range(0.005, 1))
+        declare('auto_reset', True, 'Call sim/reset when an attempt ends or times out')
+        declare('max_episodes', 0, 'Stop commanding after this many attempts; 0 = no limit',
+                integer_range=[IntegerRange(from_value=0, to_value=1_000_000, step=1)])
+        declare('model_path', '', 'Arm MJCF used for IK; empty = the packaged mjcf/so101.xml')
+
+    # -- callbacks ---------------------------------------------------------------
+    def _on_truth(self, msg: String):
+        try:
+            self.expert.observe(SimTruth.from_json(msg.data))
+        except PayloadError as err:
+            self.get_logger().error(f'sim/truth: {err}', throttle_duration_sec=5.0)
+
+    def _on_joint_state(self, msg: JointState):
+        if list(msg.name) == list(JOINT_NAMES) and len(msg.position) == len(JOINT_NAMES):
+            self._present = np.array(msg.position, dtype=float)
+
+    @property
+    def episodes_done(self) -> int:
+        return sum(self.outcomes.values())
+
+    def _on_timer(self):
+        if self.max_episodes and self.episodes_done >= self.max_episodes:
+            return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self._present is None or now <= 0:
+            return
+        traj = self.expert.act(now, self._present)
+        if traj is not None and not self._reset_pending:
+            self.pub.publish(trajectory_msg(traj.positions, traj.time_from_start, traj.start))
+            self.chunks_sent += 1
+        if self.expert.finished and self.expert.episode != self._judged_episode:
+            self._judged_episode = self.expert.episode
+            self.outcomes[self.expert.outcome.value] += 1
+            self.get_logger().info(
+                f'episode {self.expert.episode}: {self.expert.outcome.value} '
+                f'({self.episodes_done} done: {dict(self.outcomes)})')
+            if self.max_episodes and self.episodes_done >= self.max_episodes:
+                self.get_logger().info(f'{self.max_episodes} episodes done; idle')
+            elif self.auto_reset:
+                self._request_reset()
+
+    def _request_reset(self):
+        if not self.reset_client.service_is_ready():
+            self.get_logger().warn('sim/reset is not available; not resetting')
+            return
+        self._reset_pending = True
+        future = self.reset_client.call_async(Trigger.Request())
+        future.add_done_callback(self._on_reset_done)
+
+    def _on_reset_done(self, future):
+        self._reset_pending = False
+        try:
+            self.get_logger().info(f'sim/reset: {future.result().message}')
+        except Exception as err:  # noqa: BLE001 - report a failed call, keep running
+            self.get_logger().error(f'sim/reset failed: {err}')
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = SimExpertNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
