@@ -98,8 +98,23 @@ def make_camera(ros_context, **params):
     return CameraNode(context=ros_context, parameter_overrides=overrides)
 
 
+@pytest.fixture
+def camera_factory(ros_context, spinner):
+    """Makes spun camera nodes; stops their capture threads before the context goes away."""
+    made = []
+
+    def factory(**params):
+        node = spinner.add(make_camera(ros_context, **params))
+        made.append(node)
+        return node
+    yield factory
+    for node in made:
+        spinner.executor.remove_node(node)
+        node.destroy_node()
+
+
 def test_file_frames_arrive_as_rgb8_with_capture_stamps_info_and_compressed_copy(
-        ros_context, spinner, tmp_path):
+        ros_context, spinner, camera_factory, tmp_path):
     from rclpy.node import Node
     from so101_driver.images import compressed_to_rgb, image_to_rgb
 
@@ -108,9 +123,8 @@ def test_file_frames_arrive_as_rgb8_with_capture_stamps_info_and_compressed_copy
     info_file.write_text(yaml.safe_dump(CALIBRATION))
     probe = spinner.add(Node('camera_probe', context=ros_context))
     got = Collector(probe)
-    camera = spinner.add(make_camera(ros_context, source=str(video), publish_compressed=True,
-                                     jpeg_quality=95, camera_info_file=str(info_file),
-                                     frame_id='front_optical'))
+    camera = camera_factory(source=str(video), publish_compressed=True, jpeg_quality=95,
+                            camera_info_file=str(info_file), frame_id='front_optical')
     assert camera.pub_image.topic_name == '/cameras/front/image_raw', \
         f'expected /cameras/front/image_raw, got {camera.pub_image.topic_name}'
     # 40 frames > 15 in the file: the file loops
@@ -157,13 +171,13 @@ def test_file_frames_arrive_as_rgb8_with_capture_stamps_info_and_compressed_copy
 
 
 def test_without_calibration_file_camera_info_is_size_only_with_zero_intrinsics(
-        ros_context, spinner, tmp_path):
+        ros_context, spinner, camera_factory, tmp_path):
     from rclpy.node import Node
 
     video = write_video(tmp_path / 'pattern.avi')
     probe = spinner.add(Node('camera_probe', context=ros_context))
     got = Collector(probe, prefix='cameras/handeye/')
-    spinner.add(make_camera(ros_context, source=str(video), camera_name='handeye'))
+    camera_factory(source=str(video), camera_name='handeye')
     wait_for(lambda: got.count(got.infos) >= 2, timeout=15, message='camera_info')
     _, info = got.snapshot(got.infos)[-1]
     assert (info.width, info.height) == (W, H), f'got {info.width}x{info.height}'
@@ -195,15 +209,14 @@ def test_missing_video_file_fails_with_an_error_naming_it(tmp_path):
 
 
 def test_vanished_file_gives_error_diagnostics_no_frames_then_reconnects(
-        ros_context, spinner, tmp_path):
+        ros_context, spinner, camera_factory, tmp_path):
     from rclpy.node import Node
     from diagnostic_msgs.msg import DiagnosticStatus
 
     video = write_video(tmp_path / 'pattern.avi')
     probe = spinner.add(Node('camera_probe', context=ros_context))
     got = Collector(probe)
-    camera = spinner.add(make_camera(ros_context, source=str(video), reconnect_period_s=0.2,
-                                     diagnostics_rate_hz=5.0))
+    camera = camera_factory(source=str(video), reconnect_period_s=0.2, diagnostics_rate_hz=5.0)
     clock = camera.get_clock()
     wait_for(lambda: got.count(got.images) >= 5, timeout=15, message='first frames')
 
