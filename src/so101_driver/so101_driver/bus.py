@@ -15,6 +15,7 @@ All methods take ticks (offset-applied, as the servo reports them); radians live
 
 from __future__ import annotations
 
+import termios
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -340,8 +341,9 @@ class FeetechBus:
                     self.counters.retries += 1
                 try:
                     result, data = attempt()
-                except (OSError, serial.SerialException, TypeError) as err:
-                    # TypeError: pyserial returns None from a read on a closed fd
+                except (OSError, serial.SerialException, TypeError, termios.error) as err:
+                    # TypeError: pyserial returns None from a read on a closed fd;
+                    # termios.error: the SDK's flush (tcdrain) on a vanished device (EIO)
                     self.counters.last_error = f'{what}: port {self.config.port} lost ({err})'
                     self._close_port()
                     raise PortLost(self.counters.last_error) from err
@@ -364,5 +366,5 @@ class FeetechBus:
         """Drop stray bytes of a failed exchange so the next reply is read in step."""
         try:
             self._port.ser.reset_input_buffer()
-        except (OSError, serial.SerialException, AttributeError):
+        except (OSError, serial.SerialException, AttributeError, termios.error):
             pass

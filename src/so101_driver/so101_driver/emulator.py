@@ -480,14 +480,17 @@ class ServoBus:
         accel = servo.get(ct.ACCELERATION) * 100.0
         err = target - pos
         if accel:
+            # trapezoid: speed up at most accel * dt, but never faster than what still
+            # stops at the target (braking is not limited, so the profile cannot overshoot)
             wanted = math.copysign(min(vmax, math.sqrt(2 * accel * abs(err))), err)
-            dv = max(-accel * dt, min(accel * dt, wanted - servo.velocity))
-            velocity = servo.velocity + dv
+            velocity = servo.velocity + max(-accel * dt, min(accel * dt, wanted - servo.velocity))
+            if velocity * err > 0 and abs(velocity) > abs(wanted):
+                velocity = wanted
         else:
             velocity = math.copysign(vmax, err) if err else 0.0
         step = velocity * dt
-        if err == 0 or (step * err > 0 and abs(step) >= abs(err)):
-            pos, velocity = target, 0.0  # arrived
+        if abs(err) <= 0.5 or (step * err > 0 and abs(step) >= abs(err)):
+            pos, velocity = target, 0.0  # arrived (within the half tick the encoder shows)
         else:
             pos += step
         servo.velocity = velocity
@@ -603,6 +606,7 @@ class EmulatorServer:
         self._master: int | None = None
         self._slave: int | None = None
         self._outbox: list[tuple[float, bytes]] = []
+        self._tasks: list[tuple] = []  # (function, done event) to run in the serving thread
         self._running = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -636,6 +640,20 @@ class EmulatorServer:
 
     def vanish(self) -> None:
         """Close the pty (the host's reads and writes fail) and remove the port path."""
+        loop = self._thread
+        if loop is not None and loop.is_alive() and threading.current_thread() is not loop:
+            # close in the serving thread: a select() in flight elsewhere would keep the
+            # pty open for a moment after close(), and the host could still write to it
+            done = threading.Event()
+            with self._lock:
+                self._tasks.append((self._vanish_now, done))
+            self._wake()
+            if not done.wait(5.0):
+                raise TimeoutError('emulator loop did not close the port within 5 s')
+            return
+        self._vanish_now()
+
+    def _vanish_now(self) -> None:
         with self._lock:
             if self._master is not None:
                 self._close_pty()
@@ -770,6 +788,11 @@ class EmulatorServer:
             if self._wake_r in readable:
                 os.read(self._wake_r, 64)
             self._step(readable)
+            with self._lock:
+                tasks, self._tasks = self._tasks, []
+            for task, done in tasks:
+                task()
+                done.set()
             if conn is not None and conn in readable:
                 if not self._serve_call(conn):
                     break
