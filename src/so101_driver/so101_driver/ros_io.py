@@ -69,8 +69,11 @@ def joint_state_msg(stamp: Time, position: np.ndarray, velocity: np.ndarray | No
     return msg
 
 
-def diag_status(name: str, level: int, message: str, hardware_id: str,
+def diag_status(name: str, level: int | bytes, message: str, hardware_id: str,
                 values: dict[str, object]) -> DiagnosticStatus:
+    """``level`` as an int or as the message's own constants (``DiagnosticStatus.OK`` is
+    ``b'\\x00'`` in the Python message classes)."""
     return DiagnosticStatus(
-        level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
+        level=level if isinstance(level, bytes) else bytes([level]), name=name,
+        message=message, hardware_id=hardware_id,
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
