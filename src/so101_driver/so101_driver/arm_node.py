@@ -60,6 +60,8 @@ class ArmNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('so101_arm', **kwargs)
+        self._loop: threading.Thread | None = None  # set last: destroy_node may run before
+        self.bus: FeetechBus | None = None
         self._declare_parameters()
         p = self.get_parameter
         self.calibration = ArmCalibration(load_calibration(p('calibration_file').value))
@@ -71,7 +73,8 @@ class ArmNode(Node):
         ))
         self.stall_torque = p('stall_torque_nm').value
         self.bus = FeetechBus(BusConfig(port=p('port').value, baudrate=p('baudrate').value,
-                                        read_retries=p('read_retries').value))
+                                        read_retries=p('read_retries').value,
+                                        packet_timeout_ms=p('packet_timeout_ms').value))
         self._lock = threading.Lock()  # controller, present state, counters
         self._present: np.ndarray | None = None
         self._torque_wanted = p('torque_on_start').value
@@ -128,6 +131,9 @@ class ArmNode(Node):
                 floating_point_range=_float_range(0.1, 10))
         declare('read_retries', 2, 'Extra attempts of a failed bus read', read_only=True,
                 integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])
+        declare('packet_timeout_ms', 20.0, 'Wait for a reply beyond its wire time (ms); raise '
+                'it for USB adapters with a high latency timer or a loaded host',
+                read_only=True, floating_point_range=_float_range(1, 1000))
         declare('persistent_failure_ticks', 10, 'Failed ticks in a row that count as a '
                 'persistent failure (ERROR)', integer_range=[
                     IntegerRange(from_value=1, to_value=1000, step=1)])
@@ -387,12 +393,13 @@ class ArmNode(Node):
     # -- shutdown ----------------------------------------------------------------
     def destroy_node(self):
         self._running = False
-        if self._loop.is_alive():
+        if self._loop is not None and self._loop.is_alive():
             self._loop.join(timeout=2.0)
         # the servos keep their last goal (hold); then torque off if configured
         disable = self.get_parameter('disable_torque_on_shutdown').value
         try:
-            self.bus.close(disable_torque=disable and self._connected)
+            if self.bus is not None:
+                self.bus.close(disable_torque=disable and self._connected)
         except BusError as err:
             self.get_logger().error(f'closing the bus: {err}')
         return super().destroy_node()
