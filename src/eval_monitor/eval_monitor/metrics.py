@@ -10,21 +10,26 @@ Gripper (from ``joint_states``, joint ``gripper``, radians, larger = more open)
     ``open_rad - open_hysteresis_rad`` (a close) and comes to rest: its angle stays inside
     ``rest_band_rad`` for ``settle_s`` (and, when the message carries a velocity,
     ``|velocity| <= rest_velocity_rad_s``). One attempt per close; a close that reopens
-    before resting is no attempt. The attempt is stamped when rest is confirmed.
+    before resting is no attempt. The attempt is stamped when rest is confirmed. With
+    effort in use (below), a close that comes to rest short of empty-closed *without* grip
+    effort is no attempt either: the gripper was commanded to a half-open pose (the sim's
+    home pose, 0.3 rad, is one) and squeezes nothing; the detector keeps watching that
+    close (``detector.partial_closes`` counts them).
 
     *Failed grasp*: at rest at or below the empty-closed angle plus ``empty_margin_rad``
-    (nothing between the jaws); also an attempt that closes to empty, reopens, or lacks grip
-    effort before ``hold_s`` has passed.
+    (nothing between the jaws); also an attempt that closes to empty, reopens, or loses its
+    grip effort before ``hold_s`` has passed.
 
     *Grasp success*: at rest short of empty-closed (above it by more than the margin) and
     staying short of it, without reopening, for ``hold_s`` after the attempt. The angle is
-    the primary signal; effort confirms it: when the stream carries a gripper effort (an
-    effort channel that has been exactly 0.0 throughout counts as absent: drivers fill zeros
-    when they have no estimate) and ``use_effort`` is on, success also needs the median
-    ``|effort|`` over the hold to reach ``effort_threshold_nm``; a gripper that stopped short
-    of closed because it was commanded there squeezes nothing and fails with reason
-    ``no_grip_effort``. Without effort the angle alone decides (``detector.effort_used`` in
-    the summary says which applied).
+    the primary signal; effort confirms it. Effort is *in use* when ``use_effort`` is on and
+    the stream carries a gripper effort (an effort channel that has been exactly 0.0
+    throughout counts as absent: drivers fill zeros when they have no estimate). Then the
+    median ``|effort|`` over the rest window must reach ``effort_threshold_nm`` for the rest
+    to be an attempt at all, and the median over the hold must reach it for the success;
+    a hold whose grip fades fails with reason ``no_grip_effort``. Without effort the angle
+    alone decides (``detector.effort_used`` in the summary says which applied), and any
+    rest short of empty-closed is an attempt.
 
     *Drop*: while holding, the gripper reaches the empty-closed angle (+ margin).
 
@@ -44,9 +49,15 @@ Gripper (from ``joint_states``, joint ``gripper``, radians, larger = more open)
 
     *Empty-closed angle*: ``empty_closed_rad`` (default: URDF gripper lower limit), or with
     ``learn_empty_closed`` the median rest angle of the first ``learn_closes`` closes that
-    rest *outside* episodes (the operator closes the empty gripper before the first
-    episode); those calibration closes are reported as failed attempts with reason
-    ``learning`` and ``data.learning = true`` and are left out of every count.
+    rest *outside* episodes within ``learn_window_rad`` of the configured angle (the
+    operator closes the empty gripper fully a few times before the first episode); those
+    calibration closes are reported as failed attempts with reason ``learning`` and
+    ``data.learning = true`` and are left out of every count.
+
+    SO-101 figures behind the defaults (MuJoCo cell of this suite, 3 cm cube): an empty
+    close rests at the URDF lower limit, -0.1745 rad; the cube holds the jaws at ~0.29 rad
+    with ~3.3 N·m of actuator effort; the approach opens to ~0.9 rad; a half-open pose
+    without load shows ~0.01 N·m. The real arm's effort is load x stall torque (1.96 N·m).
 
 Interventions (``teleop/override``, std_msgs/Bool)
     A rising edge starts one; it lasts until the falling edge, across an episode end if the
@@ -240,7 +251,7 @@ class DetectorConfig:
     """Thresholds of the grasp detector, SO-101 defaults (radians, seconds, N·m, metres)."""
 
     gripper_joint: str = GRIPPER  # JointState name of the gripper joint
-    open_rad: float = 0.35  # at or above: open (armed for the next attempt)
+    open_rad: float = 0.45  # at or above: open (armed); a held 3 cm cube rests at ~0.29
     open_hysteresis_rad: float = 0.03  # a close starts below open_rad minus this
     rest_velocity_rad_s: float = 0.1  # |reported velocity| at or below: not moving
     rest_band_rad: float = 0.02  # angle staying within this band counts as at rest
@@ -250,6 +261,7 @@ class DetectorConfig:
     empty_margin_rad: float = 0.08  # within this above empty-closed: nothing in the jaws
     learn_empty_closed: bool = False  # learn empty_closed_rad from closes before episode 1
     learn_closes: int = 3  # number of empty closes to learn from (median)
+    learn_window_rad: float = 0.25  # only closes resting this near empty_closed_rad are learned
     release_delta_rad: float = 0.1  # opening this far above the held angle ends a hold
     use_effort: bool = True  # require grip effort for success when effort is published
     effort_threshold_nm: float = 0.15  # median |effort| over the hold needed for success
@@ -266,6 +278,7 @@ class DetectorConfig:
                                  f'got {value!r}')
 
         for name in ('rest_velocity_rad_s', 'rest_band_rad', 'settle_s', 'hold_s',
+                     'learn_window_rad',
                      'empty_margin_rad', 'release_delta_rad', 'effort_threshold_nm',
                      'place_window_s', 'bowl_radius_m', 'trace_rate_hz'):
             positive(name)
@@ -411,6 +424,9 @@ class MetricEngine:
         self._empty_closed = self.config.empty_closed_rad
         self._learned_from: list[float] = []
         self._rest_start: float | None = None
+        self._rest_efforts: list[float] = []
+        self._rest_judged = False
+        self._partial_closes = 0
         self._rest_min = self._rest_max = 0.0
         self._attempt_stamp: float | None = None
         self._hold_min = 0.0
@@ -522,12 +538,13 @@ class MetricEngine:
             if q < cfg.open_rad - cfg.open_hysteresis_rad:
                 self._state = _Gripper.CLOSING
                 self._rest_start = None
-                self._at_rest(t, q, v)
+                self._at_rest(t, q, v, e)
         elif state is _Gripper.CLOSING:
             if q >= cfg.open_rad:
                 self._state = _Gripper.OPEN  # reopened before resting: no attempt
-            elif self._at_rest(t, q, v):
-                self._attempt(out, t, q)
+            elif self._at_rest(t, q, v, e) and not self._rest_judged:
+                self._rest_judged = True
+                self._judge_rest(out, t, q)
         elif state is _Gripper.HOLD_PENDING:
             self._hold_min = min(self._hold_min, q)
             if q <= self._empty_limit:
@@ -555,8 +572,12 @@ class MetricEngine:
             if q >= cfg.open_rad:
                 self._state = _Gripper.OPEN
 
-    def _at_rest(self, t: float, q: float, v: float | None) -> bool:
-        """Whether the gripper has been at rest for settle_s (band + reported velocity)."""
+    def _at_rest(self, t: float, q: float, v: float | None, e: float | None) -> bool:
+        """Whether the gripper has been at rest for settle_s (band + reported velocity).
+
+        A new rest window (after movement) clears the efforts collected over the window and
+        the flag saying this rest was already judged.
+        """
         cfg = self.config
         moving = v is not None and abs(v) > cfg.rest_velocity_rad_s
         if moving:
@@ -565,15 +586,40 @@ class MetricEngine:
         if (self._rest_start is None
                 or max(self._rest_max, q) - min(self._rest_min, q) > cfg.rest_band_rad):
             self._rest_start, self._rest_min, self._rest_max = t, q, q
-            return cfg.settle_s <= 0.0
-        self._rest_min, self._rest_max = min(self._rest_min, q), max(self._rest_max, q)
+            self._rest_efforts = []
+            self._rest_judged = False
+        else:
+            self._rest_min, self._rest_max = min(self._rest_min, q), max(self._rest_max, q)
+        if e is not None:
+            self._rest_efforts.append(abs(e))
         return t - self._rest_start >= cfg.settle_s
+
+    def _effort_channel(self) -> bool:
+        """Whether effort takes part in the decisions (published and use_effort on)."""
+        return self.config.use_effort and self._effort_seen
+
+    def _learning_close(self, t: float, q: float) -> bool:
+        cfg = self.config
+        return (cfg.learn_empty_closed and len(self._learned_from) < cfg.learn_closes
+                and self._episode_of(t) is None
+                and abs(q - cfg.empty_closed_rad) <= cfg.learn_window_rad)
+
+    def _judge_rest(self, out: list[EvalEvent], t: float, q: float) -> None:
+        """The gripper came to rest after a close: an attempt, or only a partial close."""
+        cfg = self.config
+        if (not self._learning_close(t, q) and q > self._empty_limit
+                and self._effort_channel() and self._rest_efforts
+                and statistics.median(self._rest_efforts) < cfg.effort_threshold_nm):
+            # stopped short of closed without squeezing anything: a gripper commanded to a
+            # half-open pose, not a grasp; keep watching for the rest of the close
+            self._partial_closes += 1
+            return
+        self._attempt(out, t, q)
 
     def _attempt(self, out: list[EvalEvent], t: float, q: float) -> None:
         cfg = self.config
         self._attempt_stamp = t
-        learning = (cfg.learn_empty_closed and len(self._learned_from) < cfg.learn_closes
-                    and self._episode_of(t) is None)
+        learning = self._learning_close(t, q)
         data = {'gripper_rad': q, 'rest_since': self._rest_start}
         if learning:
             data['learning'] = True
@@ -603,10 +649,10 @@ class MetricEngine:
         cfg = self.config
         effort = (float(statistics.median(self._hold_efforts))
                   if self._effort_seen and self._hold_efforts else None)
-        if cfg.use_effort and effort is not None and effort < cfg.effort_threshold_nm:
+        if self._effort_channel() and effort is not None and effort < cfg.effort_threshold_nm:
             self._fail(out, t, 'no_grip_effort', q)
             return
-        signal = 'angle+effort' if cfg.use_effort and effort is not None else 'angle'
+        signal = 'angle+effort' if self._effort_channel() and effort is not None else 'angle'
         self._emit(out, EventKind.GRASP_SUCCESS, t,
                    {'gripper_rad': q, 'effort_nm': effort, 'signal': signal,
                     'attempt_stamp': self._attempt_stamp,
@@ -992,4 +1038,5 @@ class MetricEngine:
                       f'{self.config.learn_closes} empty closes outside episodes)')
         return {'config': cfg, 'empty_closed_rad': self._empty_closed,
                 'empty_closed_source': source, 'learned_from_rad': list(self._learned_from),
-                'effort_used': bool(self._effort_seen and self.config.use_effort)}
+                'effort_used': self._effort_channel(),
+                'partial_closes': self._partial_closes}
