@@ -5,8 +5,8 @@ joint states; not the policy. Every ``chunk_period_s`` (node clock: sim time whe
 ``use_sim_time`` is true, as it should be) it publishes a stamped ``JointTrajectory`` chunk on
 ``joint_trajectory`` planned by ``sim_expert.ScriptedExpert`` (IK on its own copy of the arm
 model). When an attempt ends (success, miss, drop, not in bowl, timeout) it logs the
-outcome and, with ``auto_reset``, calls ``sim/reset``; after ``max_episodes`` attempts
-(0 = no limit) it stops commanding.
+outcome and, with ``auto_reset``, calls ``sim/reset`` (which publishes the episode's END
+mark); after ``max_episodes`` attempts (0 = no limit) it stops commanding.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class SimExpertNode(Node):
         self.reset_client = self.create_client(Trigger, 'sim/reset')
         self.create_timer(p('chunk_period_s'), self._on_timer)
         if not self.get_parameter('use_sim_time').value:
-            self.get_logger().warn('use_sim_time is false: chunk stamps will be wall time, '
+            self.get_logger().warning('use_sim_time is false: chunk stamps will be wall time, '
                                    'which the simulator reads as far in the future')
         self.get_logger().info('scripted expert (not a policy) ready: '
                                f'{self.max_episodes or "unlimited"} episodes, auto_reset '
@@ -127,14 +127,14 @@ class SimExpertNode(Node):
             self.get_logger().info(
                 f'episode {self.expert.episode}: {self.expert.outcome.value} '
                 f'({self.episodes_done} done: {dict(self.outcomes)})')
+            if self.auto_reset:  # also after the last one: the sim's END mark closes it
+                self._request_reset()
             if self.max_episodes and self.episodes_done >= self.max_episodes:
                 self.get_logger().info(f'{self.max_episodes} episodes done; idle')
-            elif self.auto_reset:
-                self._request_reset()
 
     def _request_reset(self):
         if not self.reset_client.service_is_ready():
-            self.get_logger().warn('sim/reset is not available; not resetting')
+            self.get_logger().warning('sim/reset is not available; not resetting')
             return
         self._reset_pending = True
         future = self.reset_client.call_async(Trigger.Request())

@@ -281,7 +281,7 @@ class SimNode(Node):
         if outcome is Outcome.REJECTED:
             self.get_logger().error(text)
         elif outcome is Outcome.IGNORED:
-            self.get_logger().warn(text, throttle_duration_sec=2.0)
+            self.get_logger().warning(text, throttle_duration_sec=2.0)
         else:
             self.get_logger().debug(text)
 
