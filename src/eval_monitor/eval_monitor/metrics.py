@@ -437,7 +437,6 @@ class MetricEngine:
         # interventions
         self._override = False
         self._override_start: float | None = None
-        self._override_data: dict = {}
         # truth
         self._truth_seen = False
         self._truth_last: SimTruth | None = None
