@@ -281,3 +281,16 @@ def test_camera_config_rejects_bad_fourcc():
 
     with pytest.raises(ValueError, match='fourcc'):
         CameraConfig(source='0', fourcc='MJPEG')
+
+
+@pytest.mark.parametrize('node_name', ['front_camera', 'handeye_camera'])
+def test_config_file_parameters_are_all_declared_with_matching_types(
+        ros_context, camera_factory, tmp_path, node_name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / 'config' / 'so101_cameras.yaml'
+    params = yaml.safe_load(path.read_text())[node_name]['ros__parameters']
+    params['source'] = str(write_video(tmp_path / 'pattern.avi'))  # no camera on CI
+    camera = camera_factory(**params)  # a wrong type or an undeclared name raises here
+    undeclared = [name for name in params if not camera.has_parameter(name)]
+    assert not undeclared, f'{path} sets parameters the node does not declare: {undeclared}'

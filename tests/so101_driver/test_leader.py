@@ -372,3 +372,18 @@ def test_follower_calibration_maps_the_gripper_range_to_range():
     assert target[5] == pytest.approx(expected_gripper, abs=2 * RAD_PER_TICK), \
         f'gripper at half range must map to half of the follower range, got {target[5]}'
     assert np.allclose(target[:5], CAL.ticks_to_radians(ticks)[:5], atol=2 * RAD_PER_TICK)
+
+
+def test_config_file_parameters_are_all_declared_with_matching_types(
+        ros_context, leader_bus, leader_factory):
+    from pathlib import Path
+
+    import yaml
+
+    emulator, cal_file = leader_bus
+    path = Path(__file__).resolve().parents[2] / 'config' / 'so101_leader.yaml'
+    params = yaml.safe_load(path.read_text())['so101_leader']['ros__parameters']
+    params.update(port=emulator.port, calibration_file=cal_file)
+    leader = leader_factory(**params)  # a wrong type or an undeclared name raises here
+    undeclared = [name for name in params if not leader.has_parameter(name)]
+    assert not undeclared, f'{path} sets parameters the node does not declare: {undeclared}'
