@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-
 from so101_driver.joints import JOINT_NAMES, urdf_limits
 from so101_driver.sim import (
     CUBE_HALF,
@@ -17,8 +16,8 @@ from so101_driver.sim import (
 from so101_driver.sim_expert import AttemptOutcome, ExpertConfig, ScriptedExpert, run_episodes
 from so101_driver.trajectory import CommandSource, Outcome, Trajectory
 
-NOISY = dict(grasp_xy_noise_m=0.014, grasp_z_noise_m=0.01, close_timing_noise_s=0.4,
-             speed_noise=0.3, reaction_delay_s=0.3)
+NOISY = {'grasp_xy_noise_m': 0.014, 'grasp_z_noise_m': 0.01, 'close_timing_noise_s': 0.4,
+         'speed_noise': 0.3, 'reaction_delay_s': 0.3}
 
 
 def chunk(positions, start, dt=0.05):
@@ -89,7 +88,7 @@ def test_truth_reports_held_lifted_effort_and_a_drop_outside_the_bowl():
     assert not held.in_bowl and not held.dropped
     squeeze = abs(cell.joint_sample().effort[-1])
     assert squeeze > 1.0 > open_effort, \
-        f'gripper effort: expected > 1 N·m pinching the cube, ~0 open; got {squeeze}, {open_effort}'
+        f'gripper effort: expected > 1 N·m pinching, ~0 open; got {squeeze}, {open_effort}'
     # open the jaws where the cube is (over the table, not the bowl): a drop
     q = cell.present()
     q[-1] = 1.2
@@ -99,9 +98,11 @@ def test_truth_reports_held_lifted_effort_and_a_drop_outside_the_bowl():
     for _ in range(150):
         cell.step()
         dropped.append(cell.truth().dropped)
-    assert dropped.count(True) == 1, f'expected exactly one dropped sample, got {dropped.count(True)}'
+    assert dropped.count(True) == 1, \
+        f'expected exactly one dropped sample, got {dropped.count(True)}'
     final = cell.truth()
-    assert not (final.held or final.lifted or final.in_bowl), f'cube should lie on the table: {final}'
+    assert not (final.held or final.lifted or final.in_bowl), \
+        f'cube should lie on the table: {final}'
     assert cell.counters.drops == 1
 
 

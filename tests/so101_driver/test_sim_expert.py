@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from so101_driver.eval_topics import SimTruth
 from so101_driver.joints import JOINT_NAMES, urdf_limits
 from so101_driver.sim import HOME

@@ -1,5 +1,6 @@
-"""so101_sim and so101_sim_expert over real rclpy/DDS: the arm's interface, clock, reset, cameras."""
+"""so101_sim and so101_sim_expert over real rclpy/DDS: arm interface, clock, reset, cameras."""
 
+import itertools
 import math
 import os
 import threading
@@ -12,15 +13,15 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
+from so101_driver.images import image_to_rgb
+from so101_driver.joints import JOINT_NAMES, urdf_limits
+from so101_driver.ros_io import to_seconds, trajectory_msg
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
-from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
-from so101_driver.images import image_to_rgb
-from so101_driver.joints import JOINT_NAMES, urdf_limits
-from so101_driver.ros_io import to_seconds, trajectory_msg
 from tests.helpers import wait_for
 
 
@@ -75,7 +76,7 @@ def sim(spinner, ros_context):
     from so101_driver.sim_node import SimNode
 
     def start(**overrides):
-        values = dict(camera_rate_hz=0.0, real_time_factor=1.0, diagnostics_rate_hz=5.0)
+        values = {'camera_rate_hz': 0.0, 'real_time_factor': 1.0, 'diagnostics_rate_hz': 5.0}
         values.update(overrides)
         node = spinner.add(SimNode(context=ros_context, parameter_overrides=params(**values)))
         nodes.append(node)
@@ -136,7 +137,7 @@ def test_clock_advances_and_joint_states_are_stamped_in_sim_time(sim):
     node, probe = sim(real_time_factor=2.0)
     wait_for(lambda: len(probe.all('clock')) > 20, 10, message='/clock messages')
     clocks = [to_seconds(m.clock) for m in probe.all('clock')]
-    assert all(b > a for a, b in zip(clocks, clocks[1:])), 'clock must strictly increase'
+    assert all(b > a for a, b in itertools.pairwise(clocks)), 'clock must strictly increase'
     assert clocks[-1] < 1e4, f'/clock {clocks[-1]} looks like wall time, expected sim time'
     stamps = [to_seconds(m.header.stamp) for m in probe.all('joint_states')]
     assert 0 < stamps[-1] <= node.cell.time + 1e-9, \
@@ -191,7 +192,7 @@ def test_cameras_publish_rgb8_images_with_fovy_intrinsics(sim):
 def test_expert_node_completes_an_episode_through_the_topics(sim, spinner, ros_context):
     from so101_driver.sim_expert_node import SimExpertNode
 
-    node, probe = sim(real_time_factor=2.0, seed=1)
+    _, probe = sim(real_time_factor=2.0, seed=1)
     expert = spinner.add(SimExpertNode(context=ros_context, parameter_overrides=params(
         use_sim_time=True, seed=1, max_episodes=1, grasp_xy_noise_m=0.0, grasp_z_noise_m=0.0,
         close_timing_noise_s=0.0, speed_noise=0.0, reaction_delay_s=0.0)))

@@ -158,7 +158,8 @@ class SimCell:
 
     def _random_cube(self) -> tuple[float, float, float]:
         c = self.config
-        return (float(self._rng.uniform(*c.cube_x_range)), float(self._rng.uniform(*c.cube_y_range)),
+        return (float(self._rng.uniform(*c.cube_x_range)),
+                float(self._rng.uniform(*c.cube_y_range)),
                 float(self._rng.uniform(*c.cube_yaw_range)))
 
     def _place_arm(self, q: np.ndarray) -> None:

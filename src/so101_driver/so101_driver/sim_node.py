@@ -81,7 +81,7 @@ class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__('so101_sim', **kwargs)
         self._declare_parameters()
-        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        p = lambda name: self.get_parameter(name).value
         self.cell = SimCell(SimConfig(
             model_path=p('model_path'), seed=p('seed'), control_rate_hz=p('control_rate_hz'),
             max_jump=p('max_jump'), max_relative_target=p('max_relative_target'),
@@ -191,12 +191,12 @@ class SimNode(Node):
     def _run(self):
         try:
             self._work()
-        except Exception as err:  # noqa: BLE001 - a dead worker must say so, loudly
+        except Exception as err:
             self.get_logger().fatal(f'simulation worker stopped: {err!r}')
             raise
 
     def _work(self):
-        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        p = lambda name: self.get_parameter(name).value
         dt = self.cell.dt
         every = {'clock': _every(p('clock_rate_hz'), dt), 'truth': _every(p('truth_rate_hz'), dt),
                  'camera': _every(p('camera_rate_hz'), dt) if self.cameras else 0}
