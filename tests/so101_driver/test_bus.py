@@ -224,6 +224,26 @@ def test_a_servo_that_stops_answering_makes_reads_fail(bus, emulator):
     assert bus.is_open, 'a silent servo is not a lost port'
 
 
+def test_late_replies_to_a_timed_out_read_are_not_taken_for_telemetry(emulator):
+    bus = FeetechBus(BusConfig(port=emulator.port, packet_timeout_ms=100.0, read_retries=1))
+    try:
+        bus.open()
+        sent = emulator.call('state')['sent']
+        emulator.call('set_reply_delay_ms', 250)  # replies come after both attempts gave up
+        with pytest.raises(BusError, match='no status packet'):
+            bus.read_fast()
+        wait_for(lambda: emulator.call('state')['sent'] >= sent + 12, timeout=10,
+                 message='the late replies of both attempts to be on the line')
+        emulator.call('set_reply_delay_ms', 0)
+        retries = bus.counters.retries
+        telemetry = bus.read_telemetry()  # first reads 6-byte replies where 9 are due
+        assert [t.voltage for t in telemetry.values()] == [12.0] * 6, f'got {telemetry}'
+        assert bus.counters.retries == retries + 1, \
+            f'the stale replies should cost one retry, got {bus.counters.retries - retries}'
+    finally:
+        bus.close(disable_torque=False)
+
+
 def test_telemetry_names_voltage_and_overheat_errors(bus, emulator):
     emulator.call('set_error_bits', 2, 'voltage')
     emulator.call('set_error_bits', 6, ['overheat', 'voltage'])

@@ -247,7 +247,10 @@ class FeetechBus:
     def _ping(self, sid: int) -> int | None:
         """Model number of servo ``sid``, or None if it does not answer (one retry)."""
         def attempt():
-            model, result, _ = self._ph.ping(self._port, sid)
+            try:
+                model, result, _ = self._ph.ping(self._port, sid)
+            except IndexError:  # the SDK read a late, empty PING reply as the model number
+                return scs.COMM_RX_CORRUPT, None
             return result, model
         try:
             return self._transact(attempt, 1, f'ping id {sid}', is_read=True)
@@ -260,6 +263,8 @@ class FeetechBus:
     def read_register(self, sid: int, reg: ct.Register) -> int:
         def attempt():
             data, result, _ = self._ph.readTxRx(self._port, sid, reg.address, reg.size)
+            if result == scs.COMM_SUCCESS and len(data) != reg.size:
+                result = scs.COMM_RX_CORRUPT  # a late reply to an earlier request
             return result, data
         data = self._transact(attempt, self.config.read_retries, f'read {reg} from id {sid}',
                               is_read=True)
@@ -280,7 +285,7 @@ class FeetechBus:
         reader = self._fast_reader
 
         def attempt():
-            return reader.txRxPacket(), None
+            return self._sync_read(reader, _FAST_LEN), None
         self._transact(attempt, self.config.read_retries, 'sync-read of present position',
                        is_read=True)
         stamp = time.time_ns()
@@ -297,7 +302,7 @@ class FeetechBus:
         reader = self._telem_reader
 
         def attempt():
-            return reader.txRxPacket(), None
+            return self._sync_read(reader, _TELEM_LEN), None
         self._transact(attempt, self.config.read_retries, 'sync-read of telemetry', is_read=True)
         out = {}
         for sid in self.config.ids:
@@ -324,6 +329,16 @@ class FeetechBus:
                 writer.addParam(sid, ct.to_bytes(ct.GOAL_POSITION, int(value)))
             return writer.txPacket(), None
         self._transact(attempt, 0, 'sync-write of goal position', is_read=False)
+
+    def _sync_read(self, reader, length: int) -> int:
+        """One sync-read; a reply of the wrong length counts as corrupt. After a timeout the
+        late replies to the earlier request are still on the line, with the right ids and
+        checksums but possibly another request's data length."""
+        result = reader.txRxPacket()
+        if result == scs.COMM_SUCCESS and any(len(reader.data_dict[sid]) != length
+                                              for sid in self.config.ids):
+            return scs.COMM_RX_CORRUPT
+        return result
 
     # -- retry core --------------------------------------------------------------
     def _transact(self, attempt, retries: int, what: str, is_read: bool):

@@ -607,6 +607,7 @@ class EmulatorServer:
         self._slave: int | None = None
         self._outbox: list[tuple[float, bytes]] = []
         self._tasks: list[tuple] = []  # (function, done event) to run in the serving thread
+        self.sent = 0  # status packets written to the pty
         self._running = False
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -715,6 +716,7 @@ class EmulatorServer:
             self.bus = ServoBus(self.config)
             self.reply_delay_s = self.config.reply_delay_ms / 1000.0
             self._outbox.clear()
+            self.sent = 0
             self.reappear()
 
     def state(self) -> dict:
@@ -723,6 +725,7 @@ class EmulatorServer:
             out = self.bus.state()
             out['port'] = self.port
             out['present'] = self.present
+            out['sent'] = self.sent
             return out
 
     def call(self, name: str, *args, **kwargs):
@@ -764,6 +767,7 @@ class EmulatorServer:
                 continue
             try:
                 os.write(self._master, packet)
+                self.sent += 1
             except (BlockingIOError, OSError):
                 pass  # the host is not reading: bytes are lost, as on a real line
 
