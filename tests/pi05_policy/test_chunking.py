@@ -24,7 +24,8 @@ def test_time_chunk_drops_actions_due_during_inference_and_keeps_the_rest_on_the
     t_obs, latency = 100.0, 0.1  # 3 actions (0, 1/30, 2/30) are due before the chunk is ready
     positions = chunk_positions(20)
     chunk = time_chunk(positions, t_obs, t_obs + latency, config)
-    assert chunk.dropped == 4, f'expected actions 0..3 (t <= {latency} s) dropped, got {chunk.dropped}'
+    assert chunk.dropped == 4, (f'expected actions 0..3 (t <= {latency} s) dropped, '
+                                f'got {chunk.dropped}')
     kept_times = chunk.start + chunk.time_from_start
     np.testing.assert_allclose(kept_times, t_obs + np.arange(4, 20) / FPS, atol=1e-12,
                                err_msg='each kept action must sit on t_obs + k / fps')

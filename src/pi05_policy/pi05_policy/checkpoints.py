@@ -266,7 +266,7 @@ def build_tiny_pi05(out_dir: str | Path, tokenizer_dir: str | Path,
 def build_tiny_act(out_dir: str | Path, images: Sequence[str] = ('front', 'handeye'),
                    image_shape: tuple[int, int, int] = (3, 480, 640), chunk_size: int = 20,
                    spread: float = 2.0, seed: int = 0) -> Path:
-    """A small ACT (ResNet-18 backbone without pretrained weights) as ``out_dir/pretrained_model``."""
+    """A small ACT (ResNet-18 backbone, no pretrained weights) in ``out_dir/pretrained_model``."""
     import torch
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy

@@ -386,8 +386,9 @@ class PolicyRuntime:
                 import cv2
 
                 rgb = cv2.resize(rgb, (want[1], want[0]), interpolation=cv2.INTER_AREA)
-            # LeRobot's camera frames: float CxHxW in [0, 1]
-            batch[IMAGE_PREFIX + key] = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+            # LeRobot's camera frames: float CxHxW in [0, 1] (a new, writable array)
+            frame = np.multiply(rgb, 1.0 / 255.0, dtype=np.float32)
+            batch[IMAGE_PREFIX + key] = torch.from_numpy(frame).permute(2, 0, 1)
         with torch.inference_mode():
             batch = self.preprocessor(batch)
             t1 = self._sync(time.perf_counter())
