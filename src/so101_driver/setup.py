@@ -26,6 +26,8 @@ setup(
         *share('urdf'),
         *share('meshes'),
         *share('mjcf'),
+        *share('launch'),
+        *share('config'),
     ],
     install_requires=['setuptools', 'numpy', 'pyserial', 'pyyaml', 'feetech-servo-sdk',
                       'opencv-python-headless', 'mujoco'],
@@ -44,6 +46,7 @@ setup(
             'so101_sim = so101_driver.sim_node:main',
             'so101_sim_expert = so101_driver.sim_expert_node:main',
             'so101_leader = so101_driver.leader_node:main',
+            'so101 = so101_driver.cli:main',
         ],
     },
 )

@@ -1,0 +1,226 @@
+"""``so101 demo``: the whole suite on a laptop — simulated cell, scripted expert, monitor,
+recorder — for N episodes, then the evaluation table.
+
+The nodes are the ones ``so101 up hardware:=sim policy:=expert record:=true`` starts, as
+separate processes talking over DDS, from the same YAML. A simulated operator stands where a
+person would: when an episode makes no progress for ``--stall-s`` (sim time) it takes over
+through ``teleop/override`` + ``teleop/joint_trajectory``, brings the arm back to its rest
+pose and hands back, which the monitor counts as an intervention. At the end the monitor
+writes the run directory (report.md/html, plots, events, summary), the recorder closes the
+bag, and the report's tables are printed. Node logs go to ``<run>/logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from so101_driver import bringup
+from so101_driver.cli import ProcessGroup, start_nodes
+from so101_driver.eval_topics import EpisodeEvent, EpisodeMark, PayloadError, SimTruth
+from so101_driver.joints import JOINT_NAMES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='so101 demo', description=__doc__.splitlines()[0])
+    parser.add_argument('--episodes', type=int, default=4, help='episodes to run (default 4)')
+    parser.add_argument('--seed', type=int, default=1, help='seed of cube placement and '
+                        'expert noise (default 1)')
+    parser.add_argument('--run-dir', type=Path, default=None,
+                        help='where the report, bag and logs go (default runs/demo_<time>)')
+    parser.add_argument('--stall-s', type=float, default=12.0,
+                        help='sim seconds without the cube in the bowl after which the '
+                        'simulated operator takes over (0: never; default 12)')
+    parser.add_argument('--camera-rate-hz', type=float, default=2.0,
+                        help='sim camera rate; CPU rendering is slow (default 2)')
+    parser.add_argument('--timeout-s', type=float, default=540.0,
+                        help='wall-clock limit of the whole run (default 540)')
+    return parser
+
+
+class Operator:
+    """The simulated operator and the progress printer, on one rclpy node (sim time)."""
+
+    def __init__(self, stall_s: float, rest: np.ndarray):
+        import rclpy
+        from rclpy.parameter import Parameter
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool, String
+        from std_srvs.srv import Trigger
+        from trajectory_msgs.msg import JointTrajectory
+
+        from so101_driver import qos
+
+        self.node = rclpy.create_node('so101_demo_operator', parameter_overrides=[
+            Parameter('use_sim_time', value=True)])
+        self.stall_s = stall_s
+        self.rest = rest
+        self.lock = threading.Lock()
+        self.ended: list[EpisodeMark] = []
+        self.episode_start: float | None = None
+        self.intervened_in_episode = False
+        self.in_bowl = False
+        self.present: np.ndarray | None = None
+        self.takeover_until: float | None = None
+        self.interventions = 0
+        self.pub_override = self.node.create_publisher(Bool, 'teleop/override', qos.LATCHED)
+        self.pub_teleop = self.node.create_publisher(JointTrajectory, 'teleop/joint_trajectory',
+                                                     qos.COMMAND)
+        self.node.create_subscription(String, 'eval/episode', self._on_episode, qos.COMMAND)
+        self.node.create_subscription(String, 'eval/events', self._on_event, qos.COMMAND)
+        self.node.create_subscription(String, 'sim/truth', self._on_truth, qos.STREAM_SUB)
+        self.node.create_subscription(JointState, 'joint_states', self._on_state,
+                                      qos.STREAM_SUB)
+        self.save_client = self.node.create_client(Trigger, 'eval/save_report')
+        self.node.create_timer(0.1, self._supervise)
+        self._bool, self._trigger = Bool, Trigger
+        self.pub_override.publish(Bool(data=False))
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _on_episode(self, msg):
+        try:
+            mark = EpisodeMark.from_json(msg.data)
+        except PayloadError:
+            return
+        with self.lock:
+            if mark.event is EpisodeEvent.START:
+                self.episode_start, self.intervened_in_episode = mark.stamp, False
+                self.in_bowl = False
+            else:
+                self.ended.append(mark)
+                outcome = 'success' if mark.success else 'failure'
+                print(f'[demo] episode {len(self.ended)} ended: {outcome} ({mark.note}) '
+                      f'at sim t={mark.stamp:.1f} s', flush=True)
+
+    def _on_event(self, msg):
+        try:
+            event = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        kind = event.get('kind', '?')
+        if kind in ('grasp_attempt', 'grasp_success', 'grasp_failed', 'drop', 'place',
+                    'intervention_start', 'intervention_end'):
+            print(f'[demo]   t={event.get("stamp", 0):7.2f}  {kind}', flush=True)
+
+    def _on_truth(self, msg):
+        try:
+            truth = SimTruth.from_json(msg.data)
+        except PayloadError:
+            return
+        with self.lock:
+            self.in_bowl = truth.in_bowl
+
+    def _on_state(self, msg):
+        if list(msg.name) == list(JOINT_NAMES):
+            self.present = np.array(msg.position)
+
+    def _supervise(self):
+        from so101_driver.ros_io import trajectory_msg
+
+        now = self.now()
+        with self.lock:
+            if self.takeover_until is not None:
+                if now >= self.takeover_until:
+                    self.takeover_until = None
+                    self.pub_override.publish(self._bool(data=False))
+                    print('[demo]   operator hands back', flush=True)
+                return
+            stalled = (self.stall_s > 0 and self.episode_start is not None
+                       and not self.intervened_in_episode and not self.in_bowl
+                       and now - self.episode_start > self.stall_s)
+            if not stalled or self.present is None:
+                return
+            self.intervened_in_episode = True
+            self.interventions += 1
+            self.takeover_until = now + 3.0
+        print('[demo]   no progress: the simulated operator takes over', flush=True)
+        self.pub_override.publish(self._bool(data=True))
+        steps = np.linspace(0.0, 1.0, 21)[1:]
+        positions = self.present + steps[:, None] * (self.rest - self.present)
+        self.pub_teleop.publish(trajectory_msg(positions, steps * 2.0, None))
+
+    def save_report(self, timeout: float = 30.0) -> str:
+        if not self.save_client.wait_for_service(timeout_sec=timeout):
+            return 'eval/save_report not available'
+        future = self.save_client.call_async(self._trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return future.result().message if future.done() else 'save_report timed out'
+
+
+def cmd_demo(argv) -> int:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    opts = build_parser().parse_args(argv)
+    if opts.episodes < 1:
+        raise bringup.BringupError('--episodes must be at least 1')
+    run_dir = (opts.run_dir or Path('runs') / time.strftime('demo_%Y%m%d_%H%M%S')).resolve()
+    (run_dir / 'logs').mkdir(parents=True, exist_ok=True)
+    args = bringup.parse_args({'hardware': 'sim', 'policy': 'expert', 'record': 'true',
+                               'monitor': 'true'})
+    extra = {
+        'so101_sim': {'seed': opts.seed, 'camera_rate_hz': opts.camera_rate_hz},
+        'so101_sim_expert': {'seed': opts.seed, 'max_episodes': opts.episodes,
+                             'auto_reset': True},
+        'eval_monitor': {'run_dir': str(run_dir / 'report'), 'title': 'so101 demo: '
+                         f'scripted expert, {opts.episodes} simulated episodes'},
+        'so101_recorder': {'output': str(run_dir / 'bag')},
+    }
+    print(f'[demo] run directory {run_dir}; node logs in {run_dir / "logs"}', flush=True)
+    group = ProcessGroup()
+    rclpy.init(args=[])
+    operator = Operator(opts.stall_s, rest=np.zeros(len(JOINT_NAMES)))
+    executor = SingleThreadedExecutor()
+    executor.add_node(operator.node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    t0 = time.monotonic()
+    ok = False
+    try:
+        with tempfile.TemporaryDirectory(prefix='so101_demo_') as tmp:
+            logs = {}
+
+            def popen_for(name):
+                logs[name] = open(run_dir / 'logs' / f'{name}.log', 'w')  # noqa: SIM115
+                return {'stdout': logs[name], 'stderr': logs[name]}
+
+            specs = start_nodes(args, group, Path(tmp), extra_overrides=extra,
+                                popen_for=popen_for)
+            print(f'[demo] started {", ".join(s.name for s in specs)}; '
+                  f'{opts.episodes} episodes', flush=True)
+            while len(operator.ended) < opts.episodes:
+                if group.exited():
+                    name, code = group.exited()[0]
+                    print(f'[demo] {name} exited with code {code}; see its log',
+                          file=sys.stderr)
+                    break
+                if time.monotonic() - t0 > opts.timeout_s:
+                    print(f'[demo] timed out after {opts.timeout_s:.0f} s with '
+                          f'{len(operator.ended)} episodes', file=sys.stderr)
+                    break
+                time.sleep(0.2)
+            else:
+                ok = True
+            print(f'[demo] {operator.save_report()}', flush=True)
+    finally:
+        group.stop()
+        executor.shutdown(timeout_sec=2)
+        operator.node.destroy_node()
+        rclpy.try_shutdown()
+    report = run_dir / 'report' / 'report.md'
+    if report.is_file():
+        print('\n' + report.read_text().split('\n## Events')[0])
+    print(f'[demo] {len(operator.ended)} episodes in {time.monotonic() - t0:.0f} s; report '
+          f'{run_dir / "report" / "report.html"}; bag {run_dir / "bag"}; re-evaluate with: '
+          f'so101 eval {run_dir / "bag"} -o {run_dir / "report_offline"}')
+    return 0 if ok and report.is_file() else 1
