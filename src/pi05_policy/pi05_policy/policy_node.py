@@ -122,6 +122,8 @@ class PolicyNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('pi05_policy', **kwargs)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         self._declare_parameters()
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.cameras = parse_cameras(list(p('cameras')))
@@ -164,7 +166,6 @@ class PolicyNode(Node):
         self.create_timer(1.0 / p('status_rate_hz'), self.publish_status)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name='pi05_policy_inference',
                                         daemon=True)
         self._worker.start()
@@ -438,7 +439,7 @@ class PolicyNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=10.0)
         return super().destroy_node()
 

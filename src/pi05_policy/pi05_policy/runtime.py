@@ -199,8 +199,8 @@ def check_features(info: CheckpointInfo, cameras: Mapping[str, str]) -> None:
     if problems:
         raise CheckpointError(f'checkpoint {info.folder} does not fit the configuration: '
                               f'{"; ".join(problems)}. The checkpoint expects {info.expects()}; '
-                              f'configured: {configured}. Fix the cameras/image_keys '
-                              'parameters (ROS camera name -> image key).')
+                              f'configured: {configured}. Fix the camera mapping (node '
+                              'parameter cameras: "ros_name" or "ros_name:image_key").')
 
 
 def command_limits(calibration: ArmCalibration, margin: float = 0.0) -> JointLimits:
