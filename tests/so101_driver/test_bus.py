@@ -267,3 +267,11 @@ def test_a_vanished_port_raises_port_lost_and_reopens_after_it_reappears(bus, em
     assert emulator.call('reappear') == emulator.port
     bus.open()
     assert bus.read_fast().position.tolist() == register(emulator, 'present_position')
+
+
+def test_emulator_process_hands_back_the_errors_of_calls(emulator):
+    with pytest.raises(ValueError, match="unknown emulator call 'explode'"):
+        emulator.call('explode')
+    with pytest.raises(ValueError, match='no servo with id 9'):
+        emulator.call('set_position', 9, 100)
+    assert emulator.call('state')['present'], 'a failed call must leave the emulator serving'

@@ -6,6 +6,7 @@ Absence of a reply is shown by ordering, not by waiting: the packet that must ge
 is followed by a PING, and the next bytes on the line must be that PING's reply.
 """
 
+import json
 import os
 import select
 import signal
@@ -17,6 +18,7 @@ import tty
 import pytest
 
 from so101_driver import control_table as ct
+from so101_driver.joints import JOINT_NAMES
 from so101_driver.emulator import (
     EmulatorConfig,
     EmulatorServer,
@@ -418,9 +420,13 @@ def test_config_rejects_fault_ids_that_are_not_on_the_bus():
 # -- command line ---------------------------------------------------------------------
 def test_cli_prints_its_port_serves_it_and_stops_on_sigterm(tmp_path):
     link = tmp_path / 'bus'
+    cal = {name: {'id': i + 1, 'drive_mode': 0, 'homing_offset': -100 * (i + 1),
+                  'range_min': 500, 'range_max': 3500}
+           for i, name in enumerate(JOINT_NAMES)}
+    (tmp_path / 'cal.json').write_text(json.dumps(cal))
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'so101_driver.emulator', '--ids', '1,2', '--error-bits',
-         '2:voltage|overheat', '--link', str(link)],
+        [sys.executable, '-m', 'so101_driver.emulator', '--error-bits', '2:voltage|overheat',
+         '--calibration', str(tmp_path / 'cal.json'), '--link', str(link)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline().strip()
@@ -429,7 +435,10 @@ def test_cli_prints_its_port_serves_it_and_stops_on_sigterm(tmp_path):
         try:
             bits = int(ct.ErrorBit.VOLTAGE | ct.ErrorBit.OVERHEAT)
             assert ln.transact(packet(2, I.PING)) == [status(2, bits)]
-            ln.assert_silent_then_ping(packet(3, I.PING), ping_id=1)
+            ln.assert_silent_then_ping(packet(7, I.PING), ping_id=1)
+            offset = ct.from_bytes(ct.HOMING_OFFSET, read(ln, 3, ct.HOMING_OFFSET))
+            assert offset == -300, f'--calibration must preload offsets: expected -300, ' \
+                                   f'got {offset}'
         finally:
             ln.close()
         proc.send_signal(signal.SIGTERM)

@@ -80,7 +80,7 @@ REGISTERS: dict[str, ct.Register] = {
 #: Seconds an incomplete packet may wait for its remaining bytes before it is dropped.
 STALE_PACKET_S = 0.02
 #: The motion model advances at least this often (seconds).
-MOTION_PERIOD_S = 0.005
+MOTION_PERIOD_S = 0.01
 #: Largest LEN byte a packet may carry (the SDK's buffer is 250 bytes).
 MAX_LENGTH = 250
 #: Present_Voltage (0.1 V) and Present_Temperature (deg C) of a healthy servo.
