@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,41 @@ def test_parse_command_accepts_keys_and_words():
     assert parse_command('  Override OFF ') == (Command.OVERRIDE, 'off')
     assert parse_command('failure') == (Command.FAILURE, '')
     assert parse_command('xyz')[0] is None
+
+
+def test_console_on_a_terminal_acts_on_single_keys_without_enter(ros_context, spinner):
+    import pty
+
+    monitor = FakeMonitor(ros_context)
+    spinner.add(monitor.node)
+    master, slave = pty.openpty()  # the console's stdin is a terminal: single-key mode
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'eval_monitor.console', '--ros-args', '-p',
+         'service_wait_s:=10.0'], stdin=slave, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    os.close(slave)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, '')),
+                              daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any(line.startswith('keys:') for line in lines), timeout=30,
+                 message='the console ready in single-key mode (help line)')
+        os.write(master, b's')  # no newline
+        wait_for(lambda: ('start', None) in monitor.calls, timeout=30,
+                 message='start_episode called on the single key s')
+        os.write(master, b'n')
+        wait_for(lambda: ('end', False) in monitor.calls, timeout=10,
+                 message='end_episode(false) called on the single key n')
+        os.write(master, b'q')
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        output = ''.join(lines)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f'console exit code {proc.returncode}, output:\n{output}'
+    assert 'end episode (failure): ok' in output, output

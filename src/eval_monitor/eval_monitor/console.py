@@ -346,7 +346,8 @@ def run_keys(node: ConsoleNode, fd: int) -> None:
 
     saved = termios.tcgetattr(fd)
     try:
-        tty.setcbreak(fd)
+        tty.setcbreak(fd)  # (flushes keys typed before this point)
+        node.say(HELP)  # after the switch: from here on every key counts
         while rclpy.ok(context=node.context):
             ready, _, _ = select.select([fd], [], [], 0.2)
             if not ready:
@@ -367,11 +368,11 @@ def main(args=None):
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, name='console_spin', daemon=True)
     spin.start()
-    node.say(HELP)
     try:
         if sys.stdin.isatty():
             run_keys(node, sys.stdin.fileno())
         else:
+            node.say(HELP)
             run_lines(node, sys.stdin)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
