@@ -24,6 +24,7 @@ numbers differ from the bag's.
 from __future__ import annotations
 
 import copy
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -258,6 +259,9 @@ class MonitorNode(Node):
 
     def destroy_node(self) -> None:
         """Write the run directory (when anything was received), then destroy the node."""
+        if not hasattr(self, '_feeder'):  # __init__ failed (rclpy destroys it at shutdown)
+            super().destroy_node()
+            return
         with self._lock:
             anything = sum(self._feeder.received.values()) > 0 or bool(self._engine.events)
         if anything:
@@ -387,7 +391,11 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = MonitorNode()
+        try:
+            node = MonitorNode()
+        except (FileExistsError, LookupError, ValueError) as exc:  # bad parameters: say why
+            print(f'eval_monitor: cannot start: {exc}', file=sys.stderr)
+            raise SystemExit(1) from None
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()

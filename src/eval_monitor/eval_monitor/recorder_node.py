@@ -21,6 +21,7 @@ import copy
 import functools
 import importlib
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -217,7 +218,8 @@ class RecorderNode(Node):
 
     def destroy_node(self) -> None:
         """Close the bag, then destroy the node."""
-        self.close()
+        if hasattr(self, '_thread'):  # not when __init__ failed (rclpy destroys it at shutdown)
+            self.close()
         super().destroy_node()
 
     # -- discovery ---------------------------------------------------------------------------
@@ -347,7 +349,11 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = RecorderNode()
+        try:
+            node = RecorderNode()
+        except (FileExistsError, LookupError, ValueError) as exc:  # bad parameters: say why
+            print(f'so101_recorder: cannot start: {exc}', file=sys.stderr)
+            raise SystemExit(1) from None
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
