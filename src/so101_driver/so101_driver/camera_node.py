@@ -37,9 +37,7 @@ from so101_driver.camera import (
 from so101_driver.images import numpy_to_image, rgb_to_compressed
 from so101_driver.ros_io import diag_status
 
-# ints: ros_io.diag_status packs the level with bytes([level]); the message constants are bytes
-OK, WARN, ERROR = (ord(DiagnosticStatus.OK), ord(DiagnosticStatus.WARN),
-                   ord(DiagnosticStatus.ERROR))
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
 def _float_range(lo, hi):

@@ -48,9 +48,7 @@ from so101_driver.teleop import (
     teleop_points,
 )
 
-# ints: ros_io.diag_status packs the level with bytes([level]); the message constants are bytes
-OK, WARN, ERROR = (ord(DiagnosticStatus.OK), ord(DiagnosticStatus.WARN),
-                   ord(DiagnosticStatus.ERROR))
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
 def _float_range(lo, hi):
