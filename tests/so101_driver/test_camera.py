@@ -188,7 +188,7 @@ def test_without_calibration_file_camera_info_is_size_only_with_zero_intrinsics(
 
 @pytest.mark.parametrize('source, named', [
     ('/dev/v4l/by-id/usb-so101-missing-video-index0', '/dev/v4l/by-id/usb-so101-missing'),
-    ('97', '/dev/video97'),
+    (97, '/dev/video97'),  # an integer parameter works as well as "97"
 ])
 def test_missing_device_fails_at_start_with_an_error_naming_it(ros_context, source, named):
     from so101_driver.camera import CameraError

@@ -59,12 +59,13 @@ class CameraNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('so101_camera', **kwargs)
+        self.capture: CaptureThread | None = None
         self._declare_parameters()
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.camera_name = p('camera_name')
         self.frame_id = p('frame_id') or (f'{self.camera_name}_camera_optical_frame'
                                           if self.camera_name else 'camera_optical_frame')
-        self.config = CameraConfig(source=p('source'), width=p('width'), height=p('height'),
+        self.config = CameraConfig(source=str(p('source')), width=p('width'), height=p('height'),
                                    fps=p('fps'), fourcc=p('fourcc'),
                                    reconnect_period_s=p('reconnect_period_s'))
         self.jpeg_quality = p('jpeg_quality')
@@ -99,8 +100,8 @@ class CameraNode(Node):
 
         declare('camera_name', 'front', 'Camera name: topics go to cameras/<camera_name>/...; '
                 'empty = bare names (namespace pushed by launch)')
-        declare('source', '0', 'Device index ("0"), device path (prefer /dev/v4l/by-id/...) '
-                'or video file (looped at its own fps)')
+        declare('source', '0', 'Device index (0), device path (prefer /dev/v4l/by-id/...) '
+                'or video file (looped at its own fps)', dynamic_typing=True)
         declare('width', 640, 'Requested frame width (devices; 0 = device default)',
                 integer_range=_int_range(0, 8192))
         declare('height', 480, 'Requested frame height (devices; 0 = device default)',
@@ -185,7 +186,9 @@ class CameraNode(Node):
         self.pub_diagnostics.publish(self.diagnostics())
 
     def destroy_node(self):
-        self.capture.stop()
+        # also runs on a half-built node (rclpy's shutdown destroys it after a start failure)
+        if self.capture is not None:
+            self.capture.stop()
         return super().destroy_node()
 
 

@@ -60,6 +60,9 @@ class LeaderNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('so101_leader', **kwargs)
+        self._loop: threading.Thread | None = None
+        self.bus: FeetechBus | None = None
+        self._connected = False
         self._declare_parameters()
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         try:
@@ -67,7 +70,12 @@ class LeaderNode(Node):
         except ValueError:
             raise ValueError(f"override_mode must be one of {[m.value for m in OverrideMode]}, "
                              f"got {p('override_mode')!r}") from None
-        self.calibration = ArmCalibration(load_calibration(p('calibration_file')))
+        try:
+            self.calibration = ArmCalibration(load_calibration(p('calibration_file')))
+        except CalibrationError as err:
+            raise CalibrationError(
+                f'leader arm: {err} (a leader\'s file is in ~/.cache/huggingface/lerobot/'
+                'calibration/teleoperators/so_leader/<id>.json)') from err
         follower_file = p('follower_calibration_file')
         self.mapping = LeaderToFollower(
             self.calibration, ArmCalibration(load_calibration(follower_file))
@@ -84,7 +92,6 @@ class LeaderNode(Node):
         self._follower: np.ndarray | None = None
         self._follower_at = 0.0  # monotonic time of the last follower joint_states
         self._leader_target: np.ndarray | None = None
-        self._connected = False
         self._status_line = 'starting'
         self.counters = {'reads': 0, 'read_failures': 0, 'trajectories': 0,
                          'override_raised': 0, 'override_released': 0, 'reconnects': 0}
@@ -310,13 +317,15 @@ class LeaderNode(Node):
         self.pub_diagnostics.publish(self.diagnostics())
 
     def destroy_node(self):
+        # also runs on a half-built node (rclpy's shutdown destroys it after a start failure)
         self._running = False
-        if self._loop.is_alive():
+        if self._loop is not None and self._loop.is_alive():
             self._loop.join(timeout=2.0)
-        try:
-            self.bus.close(disable_torque=self._connected)  # writes torque off, never on
-        except BusError as err:
-            self.get_logger().error(f'closing the leader bus: {err}')
+        if self.bus is not None:
+            try:
+                self.bus.close(disable_torque=self._connected)  # writes torque off, never on
+            except BusError as err:
+                self.get_logger().error(f'closing the leader bus: {err}')
         return super().destroy_node()
 
 
