@@ -315,6 +315,41 @@ def test_leader_torque_is_never_enabled_and_no_follower_gains_are_written(
         'the follower-only gripper torque cap must not be written on the leader'
 
 
+def test_vanished_leader_port_stops_teleop_keeps_override_and_reconnects(
+        ros_context, spinner, leader_bus, leader_factory):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from std_srvs.srv import SetBool
+
+    emulator, cal_file = leader_bus
+    probe = Probe(ros_context)
+    spinner.add(probe.node)
+    leader = leader_factory(emulator.port, cal_file, reconnect_period_s=0.2)
+    client = probe.node.create_client(SetBool, 'so101_leader/set_override')
+    assert client.wait_for_service(timeout_sec=10)
+    assert client.call(SetBool.Request(data=True), timeout_sec=5).success
+    wait_for(lambda: len(probe.trajectories_since(0)) >= 3, timeout=5,
+             message='teleop trajectories before the port vanishes')
+
+    emulator.call('vanish')
+    wait_for(lambda: leader.diagnostics().status[0].level == DiagnosticStatus.ERROR,
+             timeout=5, message='ERROR diagnostics after the leader port vanished')
+    lost_at = time.monotonic()
+    wait_for(lambda: leader.counters['reconnects'] == 0 and
+             'reconnect failed' in leader.diagnostics().status[0].message, timeout=5,
+             message='a failed re-open attempt while the port is gone')
+    assert not [m for m in probe.trajectories_since(lost_at + 0.1)], \
+        'no teleop trajectory may be sent while the leader cannot be read'
+    assert probe.last_override() is True, 'the override keeps its value while the leader is lost'
+
+    emulator.call('reappear')
+    wait_for(lambda: leader.counters['reconnects'] == 1, timeout=10,
+             message='leader re-opened after the port came back')
+    back_at = time.monotonic()
+    wait_for(lambda: probe.trajectories_since(back_at), timeout=5,
+             message='teleop trajectories again after the reconnect')
+    assert leader.diagnostics().status[0].level == DiagnosticStatus.OK
+
+
 def test_missing_leader_port_fails_at_start_naming_it(ros_context, tmp_path):
     from so101_driver.bus import PortLost
 
