@@ -241,6 +241,9 @@ class ArmNode(Node):
                     self._torque_on = False
                 self._status_line = f'port lost: {err}'
                 self.get_logger().error(f'{err}; no goals are sent until it returns')
+            except Exception as err:  # noqa: BLE001 - one bad tick must not end the loop
+                self._status_line = f'control tick failed: {err!r}'
+                self.get_logger().error(self._status_line, throttle_duration_sec=1.0)
             tick += 1
 
     def _tick(self, telemetry: bool):

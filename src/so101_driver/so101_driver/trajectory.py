@@ -87,38 +87,39 @@ class TrajectoryExecutor:
 
     def __init__(self, config: ExecutorConfig):
         self.config = config
-        self._t = np.zeros(0)
-        self._p = np.zeros((0, len(config.joint_names)))
+        # (knot times, knot positions), replaced as one tuple so a reader on another thread
+        # (a demo, a status printer) never pairs new times with old positions
+        self._plan = (np.zeros(0), np.zeros((0, len(config.joint_names))))
 
     # -- plan ------------------------------------------------------------------
     @property
     def has_plan(self) -> bool:
-        return len(self._t) > 0
+        return len(self._plan[0]) > 0
 
     def end_time(self) -> float | None:
-        return float(self._t[-1]) if self.has_plan else None
+        times = self._plan[0]
+        return float(times[-1]) if len(times) else None
 
     def hold(self, position: np.ndarray, now: float) -> None:
         """Drop the plan and hold ``position`` from ``now`` on."""
-        self._t = np.array([now])
-        self._p = np.asarray(position, dtype=float).reshape(1, -1).copy()
+        self._plan = (np.array([now]), np.asarray(position, dtype=float).reshape(1, -1).copy())
 
     def clear(self) -> None:
-        self._t = np.zeros(0)
-        self._p = np.zeros((0, len(self.config.joint_names)))
+        self._plan = (np.zeros(0), np.zeros((0, len(self.config.joint_names))))
 
     def setpoint(self, now: float) -> np.ndarray | None:
         """The plan's position at ``now`` (linear between knots, held at the ends)."""
-        if not self.has_plan:
+        times, pos = self._plan
+        if not len(times):
             return None
-        if now <= self._t[0]:
-            return self._p[0].copy()
-        if now >= self._t[-1]:
-            return self._p[-1].copy()
-        k = int(np.searchsorted(self._t, now, side='right'))
-        t0, t1 = self._t[k - 1], self._t[k]
+        if now <= times[0]:
+            return pos[0].copy()
+        if now >= times[-1]:
+            return pos[-1].copy()
+        k = int(np.searchsorted(times, now, side='right'))
+        t0, t1 = times[k - 1], times[k]
         a = (now - t0) / (t1 - t0)
-        return self._p[k - 1] + a * (self._p[k] - self._p[k - 1])
+        return pos[k - 1] + a * (pos[k] - pos[k - 1])
 
     def validate(self, traj: Trajectory, present: np.ndarray | None) -> np.ndarray:
         """Check ``traj`` against every rule; return its positions in executor order."""
@@ -189,9 +190,10 @@ class TrajectoryExecutor:
         anchor = self.setpoint(cut)
         if anchor is None:  # nothing planned yet: start from where the arm is
             anchor = np.asarray(present, dtype=float)
-        keep = self._t < cut
-        self._t = np.concatenate([self._t[keep], [cut], times[future]])
-        self._p = np.vstack([self._p[keep], anchor[None, :], pos[future]])
+        old_t, old_p = self._plan
+        keep = old_t < cut
+        self._plan = (np.concatenate([old_t[keep], [cut], times[future]]),
+                      np.vstack([old_p[keep], anchor[None, :], pos[future]]))
         return int(np.count_nonzero(future))
 
     def goal(self, now: float, present: np.ndarray) -> np.ndarray | None:
