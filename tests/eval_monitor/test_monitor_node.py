@@ -36,7 +36,7 @@ def test_live_counts_equal_offline_counts_of_the_recorded_bag(ros_context, spinn
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
-    from so101_driver.qos import COMMAND, LATCHED, STREAM_PUB, STREAM_SUB
+    from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_PUB, STREAM_SUB
     from std_msgs.msg import Bool, String
     from std_srvs.srv import SetBool, Trigger
     from trajectory_msgs.msg import JointTrajectory
@@ -57,7 +57,7 @@ def test_live_counts_equal_offline_counts_of_the_recorded_bag(ros_context, spinn
     pubs = {
         'joint_states': source.create_publisher(JointState, 'joint_states', STREAM_PUB),
         'teleop/override': source.create_publisher(Bool, 'teleop/override', LATCHED),
-        'eval/episode': source.create_publisher(String, 'eval/episode', COMMAND),
+        'eval/episode': source.create_publisher(String, 'eval/episode', EPISODE_MARKS),
         'joint_trajectory': source.create_publisher(JointTrajectory, 'joint_trajectory', COMMAND),
         'teleop/joint_trajectory': source.create_publisher(JointTrajectory,
                                                            'teleop/joint_trajectory', COMMAND),
@@ -148,7 +148,7 @@ def test_out_of_order_episode_calls_are_refused_and_publish_nothing(ros_context,
     from rclpy.time import Time
     from rosgraph_msgs.msg import Clock
     from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
-    from so101_driver.qos import COMMAND
+    from so101_driver.qos import COMMAND, EPISODE_MARKS
     from std_msgs.msg import String
     from std_srvs.srv import SetBool, Trigger
 
@@ -161,7 +161,7 @@ def test_out_of_order_episode_calls_are_refused_and_publish_nothing(ros_context,
     clock_pub = source.create_publisher(Clock, '/clock', 10)
     marks = Collector()
     marks_sub = source.create_subscription(String, 'eval/episode', marks, COMMAND)
-    episode_pub = source.create_publisher(String, 'eval/episode', COMMAND)
+    episode_pub = source.create_publisher(String, 'eval/episode', EPISODE_MARKS)
     start = source.create_client(Trigger, 'eval/start_episode')
     end = source.create_client(SetBool, 'eval/end_episode')
     wait_for(lambda: clock_pub.get_subscription_count() >= 1, 10.0)

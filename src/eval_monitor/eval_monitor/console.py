@@ -50,7 +50,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
-from so101_driver.qos import COMMAND, LATCHED, STREAM_SUB
+from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_SUB
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -187,7 +187,7 @@ class ConsoleNode(Node):
         self.save_client = self.create_client(Trigger, 'eval/save_report')
         self.override_client = self.create_client(SetBool, self.leader_service)
         self.pub_override = self.create_publisher(Bool, 'teleop/override', LATCHED)
-        self.pub_episode = self.create_publisher(String, 'eval/episode', COMMAND)
+        self.pub_episode = self.create_publisher(String, 'eval/episode', EPISODE_MARKS)
         self.create_subscription(DiagnosticArray, 'eval/status', self._on_status, STREAM_SUB)
         self.create_subscription(String, 'eval/events', self._on_event, COMMAND)
         self.create_subscription(Bool, 'teleop/override', self._on_override, LATCHED)

@@ -45,7 +45,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
 from so101_driver.joints import urdf_text
-from so101_driver.qos import COMMAND, LATCHED, STREAM_PUB
+from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_PUB
 from so101_driver.ros_io import diag_status
 from std_msgs.msg import Bool, ColorRGBA, String
 from std_srvs.srv import SetBool, Trigger
@@ -200,7 +200,7 @@ class MonitorNode(Node):
         self._kinematics = GripperKinematics(urdf_text())
 
         self._events_pub = self.create_publisher(String, 'eval/events', COMMAND)
-        self._episode_pub = self.create_publisher(String, 'eval/episode', COMMAND)
+        self._episode_pub = self.create_publisher(String, 'eval/episode', EPISODE_MARKS)
         self._status_pub = self.create_publisher(DiagnosticArray, 'eval/status', STREAM_PUB)
         self._markers_pub = self.create_publisher(MarkerArray, 'eval/markers', STREAM_PUB)
 

@@ -31,3 +31,12 @@ LATCHED = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+#: Publisher of episode marks (/eval/episode): reliable, and kept for late joiners, so a
+#: recorder that subscribes after the first mark (it finds topics by discovery) still gets
+#: it. Subscribers use COMMAND (volatile), which matches this and any volatile publisher.
+EPISODE_MARKS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
