@@ -3,12 +3,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 
-.PHONY: env demo test test-fast colcon bench lint clean
+.PHONY: env demo demo-driver test colcon bench clean
 
 env:
 	@bash scripts/bootstrap.sh
 
+# the whole suite on a laptop: simulated cell, scripted expert, monitor, recorder, report
 demo: env
+	$(VENV)/bin/so101 demo
+
+# the driver alone: STS3215 bus emulator + so101_arm + a scripted trajectory
+demo-driver: env
 	$(VENV)/bin/so101-driver-demo
 
 test: env
@@ -21,6 +26,10 @@ colcon: env
 
 bench: env
 	$(PY) bench/bench_bus.py
+	$(PY) bench/bench_sim.py
+	$(PY) bench/bench_camera.py
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_policy.py
 
 clean:
 	rm -rf build install log .pytest_cache bench/results

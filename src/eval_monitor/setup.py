@@ -25,6 +25,7 @@ setup(
             'so101-eval = eval_monitor.offline:main',
             'so101-compare = eval_monitor.compare:main',
             'so101-console = eval_monitor.console:main',
+            'so101-dataset = eval_monitor.dataset:main',
         ],
     },
 )

@@ -3,7 +3,8 @@ recorder — for N episodes, then the evaluation table.
 
 The nodes are the ones ``so101 up hardware:=sim policy:=expert record:=true`` starts, as
 separate processes talking over DDS, from the same YAML. A simulated operator stands where a
-person would: when an episode makes no progress for ``--stall-s`` (sim time) it takes over
+person would: after a failed grasp or a drop, or when an episode makes no progress for
+``--stall-s`` (sim time), it takes over
 through ``teleop/override`` + ``teleop/joint_trajectory``, brings the arm back to its rest
 pose and hands back, which the monitor counts as an intervention. At the end the monitor
 writes the run directory (report.md/html, plots, events, summary), the recorder closes the
@@ -30,7 +31,10 @@ from so101_driver.joints import JOINT_NAMES
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='so101 demo', description=__doc__.splitlines()[0])
-    parser.add_argument('--episodes', type=int, default=4, help='episodes to run (default 4)')
+    parser.add_argument('--episodes', type=int, default=6, help='episodes to run (default 6)')
+    parser.add_argument('--grasp-noise-m', type=float, default=0.012,
+                        help='std of the expert\'s grasp-point error: more noise, more misses '
+                        'and drops (default 0.012)')
     parser.add_argument('--seed', type=int, default=1, help='seed of cube placement and '
                         'expert noise (default 1)')
     parser.add_argument('--run-dir', type=Path, default=None,
@@ -46,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Operator:
-    """The simulated operator and the progress printer, on one rclpy node (sim time)."""
+    """The simulated operator and the progress printer, on one rclpy node (sim time).
+
+    It takes over once per episode when the monitor reports a failed grasp or a drop, or
+    when the episode makes no progress for ``stall_s``: override on, the arm back to its
+    rest pose over 2 s, override off after 3 s.
+    """
 
     def __init__(self, stall_s: float, rest: np.ndarray):
         import rclpy
@@ -67,6 +76,7 @@ class Operator:
         self.episode_start: float | None = None
         self.intervened_in_episode = False
         self.in_bowl = False
+        self.failure_seen = False
         self.present: np.ndarray | None = None
         self.takeover_until: float | None = None
         self.interventions = 0
@@ -94,7 +104,7 @@ class Operator:
         with self.lock:
             if mark.event is EpisodeEvent.START:
                 self.episode_start, self.intervened_in_episode = mark.stamp, False
-                self.in_bowl = False
+                self.in_bowl = self.failure_seen = False
             else:
                 self.ended.append(mark)
                 outcome = 'success' if mark.success else 'failure'
@@ -107,6 +117,9 @@ class Operator:
         except json.JSONDecodeError:
             return
         kind = event.get('kind', '?')
+        if kind in ('grasp_failed', 'drop'):
+            with self.lock:
+                self.failure_seen = True
         if kind in ('grasp_attempt', 'grasp_success', 'grasp_failed', 'drop', 'place',
                     'intervention_start', 'intervention_end'):
             print(f'[demo]   t={event.get("stamp", 0):7.2f}  {kind}', flush=True)
@@ -135,14 +148,15 @@ class Operator:
                     print('[demo]   operator hands back', flush=True)
                 return
             stalled = (self.stall_s > 0 and self.episode_start is not None
-                       and not self.intervened_in_episode and not self.in_bowl
-                       and now - self.episode_start > self.stall_s)
-            if not stalled or self.present is None:
+                       and not self.in_bowl and now - self.episode_start > self.stall_s)
+            if (not (stalled or self.failure_seen) or self.intervened_in_episode
+                    or self.present is None):
                 return
+            reason = 'a failed grasp' if self.failure_seen else 'no progress'
             self.intervened_in_episode = True
             self.interventions += 1
             self.takeover_until = now + 3.0
-        print('[demo]   no progress: the simulated operator takes over', flush=True)
+        print(f'[demo]   {reason}: the simulated operator takes over', flush=True)
         self.pub_override.publish(self._bool(data=True))
         steps = np.linspace(0.0, 1.0, 21)[1:]
         positions = self.present + steps[:, None] * (self.rest - self.present)
@@ -172,7 +186,7 @@ def cmd_demo(argv) -> int:
     extra = {
         'so101_sim': {'seed': opts.seed, 'camera_rate_hz': opts.camera_rate_hz},
         'so101_sim_expert': {'seed': opts.seed, 'max_episodes': opts.episodes,
-                             'auto_reset': True},
+                             'auto_reset': True, 'grasp_xy_noise_m': opts.grasp_noise_m},
         'eval_monitor': {'run_dir': str(run_dir / 'report'), 'title': 'so101 demo: '
                          f'scripted expert, {opts.episodes} simulated episodes'},
         'so101_recorder': {'output': str(run_dir / 'bag')},
