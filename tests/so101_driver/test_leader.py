@@ -122,7 +122,10 @@ def make_leader(ros_context, port, calibration_file, **params):
     from rclpy.parameter import Parameter
     from so101_driver.leader_node import LeaderNode
 
-    params = {'port': port, 'calibration_file': calibration_file, **params}
+    # 100 ms reply timeout: the emulator shares two loaded cores with the test (as the arm
+    # node tests do); the 20 ms default is for a real adapter
+    params = {'port': port, 'calibration_file': calibration_file, 'packet_timeout_ms': 100.0,
+              **params}
     return LeaderNode(context=ros_context,
                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 

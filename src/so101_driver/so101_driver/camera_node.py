@@ -128,7 +128,7 @@ class CameraNode(Node):
         if self.calibration and (cal.width, cal.height) != (width, height) \
                 and not self._size_warned:
             self._size_warned = True
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f'camera_info_file was made at {cal.width}x{cal.height}, frames are '
                 f'{width}x{height}: the published intrinsics do not fit these images')
         info = CameraInfo()

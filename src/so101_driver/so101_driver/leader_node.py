@@ -86,7 +86,8 @@ class LeaderNode(Node):
             release_threshold_rad=p('release_threshold_rad'),
             release_hold_s=p('release_hold_s')))
         self.bus = FeetechBus(BusConfig(port=p('port'), baudrate=p('baudrate'),
-                                        read_retries=p('read_retries')))
+                                        read_retries=p('read_retries'),
+                                        packet_timeout_ms=p('packet_timeout_ms')))
         self._lock = threading.Lock()  # override, follower state, counters
         self.override = False
         self._follower: np.ndarray | None = None
@@ -135,6 +136,9 @@ class LeaderNode(Node):
                 floating_point_range=_float_range(1, 500))
         declare('read_retries', 2, 'Extra attempts of a failed bus read',
                 integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])
+        declare('packet_timeout_ms', 20.0, 'Wait for a reply beyond its wire time (ms); raise '
+                'it for USB adapters with a high latency timer or a loaded host',
+                floating_point_range=_float_range(1, 1000))
         declare('reconnect_period_s', 1.0, 'How often a vanished leader port is re-opened',
                 floating_point_range=_float_range(0.05, 60))
         declare('override_mode', OverrideMode.MANUAL.value, 'Who raises teleop/override: '
@@ -179,7 +183,7 @@ class LeaderNode(Node):
             self.bus.close(disable_torque=False)
             return False
         for line in changed:
-            self.get_logger().warn(f'calibration written to leader EEPROM: {line}')
+            self.get_logger().warning(f'calibration written to leader EEPROM: {line}')
         self._connected = True
         self._status_line = 'connected'
         self.get_logger().info(f'leader on {self.bus.config.port} connected (torque off), '
@@ -221,7 +225,7 @@ class LeaderNode(Node):
             raise
         except BusError as err:
             self.counters['read_failures'] += 1
-            self.get_logger().warn(f'leader read failed: {err}', throttle_duration_sec=2.0)
+            self.get_logger().warning(f'leader read failed: {err}', throttle_duration_sec=2.0)
             return
         self.counters['reads'] += 1
         target = self.mapping.target(state.position)
@@ -280,7 +284,7 @@ class LeaderNode(Node):
     def _on_joint_states(self, msg: JointState):
         index = {n: i for i, n in enumerate(msg.name)}
         if any(n not in index for n in JOINT_NAMES) or len(msg.position) < len(msg.name):
-            self.get_logger().warn(f'joint_states without all of {list(JOINT_NAMES)} ignored '
+            self.get_logger().warning(f'joint_states without all of {list(JOINT_NAMES)} ignored '
                                    f'(got {list(msg.name)})', throttle_duration_sec=5.0)
             return
         position = np.array([msg.position[index[n]] for n in JOINT_NAMES], dtype=float)
