@@ -7,7 +7,7 @@ measures over ``--seconds``:
 
 * publish rate: ``image_raw`` messages received by a subscriber in this process, per second
   (and ``image_raw/compressed`` when on), plus the rate from the messages' own stamps; with
-  a RELIABLE subscriber (every published frame arrives, so this is the node's publish rate)
+  a RELIABLE keep-last 1 subscriber (every frame arrives if it keeps up: the publish rate)
   and with the suite's BEST_EFFORT stream subscriber (``qos.STREAM_SUB``), which shows how
   many 921 kB rgb8 frames survive best-effort delivery between two processes;
 * CPU share of the camera process: (user + system CPU time) / wall time, from
@@ -82,12 +82,15 @@ class Counter:
 
     def __init__(self, node, reliable: bool):
         from sensor_msgs.msg import CompressedImage, Image
-        from so101_driver.qos import COMMAND, STREAM_SUB
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from so101_driver.qos import STREAM_SUB
 
         self.lock = threading.Lock()
         self.images: list[tuple[float, float]] = []  # (receipt wall time, stamp)
         self.compressed: list[float] = []
-        qos = COMMAND if reliable else STREAM_SUB
+        # reliable keep-last 1: newest frame only, but every fragment repaired
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE) if reliable else STREAM_SUB
         node.create_subscription(Image, 'cameras/front/image_raw', self._image, qos)
         node.create_subscription(CompressedImage, 'cameras/front/image_raw/compressed',
                                  self._compressed, qos)
