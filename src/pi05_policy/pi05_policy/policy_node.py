@@ -158,7 +158,8 @@ class PolicyNode(Node):
         for name in self.cameras:
             topic = f'cameras/{name}/image_raw' + ('/compressed' if compressed else '')
             self.create_subscription(CompressedImage if compressed else Image, topic,
-                                     lambda m, n=name: self._on_image(n, m), qos.STREAM_SUB)
+                                     lambda m, n=name: self._on_image(n, m),
+                                     qos.STREAM_SUB if compressed else qos.IMAGE_SUB)
         self.create_subscription(JointState, 'joint_states', self._on_joint_state,
                                  qos.STREAM_SUB)
         self.create_subscription(String, 'policy/task', self._on_task, qos.LATCHED)

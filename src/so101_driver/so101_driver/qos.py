@@ -20,6 +20,12 @@ STREAM_PUB = QoSProfile(
 STREAM_SUB = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT
 )
+#: Subscriber of raw images: RELIABLE keep-last 1. Best-effort delivery between processes
+#: loses most 640x480 rgb8 frames (921 kB, many DDS fragments; bench_camera: 3-15 of 30 Hz
+#: arrive), while reliable keep-last 1 receives all 30 Hz and never queues stale frames.
+IMAGE_SUB = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
+)
 #: Commands (trajectories, episode marks, events): nothing may be lost.
 COMMAND = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE

@@ -169,7 +169,7 @@ class SimNode(Node):
                 floating_point_range=_float_range(1, 1000))
         declare('diagnostics_rate_hz', 1.0, 'diagnostics rate (wall clock)',
                 floating_point_range=_float_range(0.1, 10))
-        declare('episode_mark_wait_s', 2.0, 'Wait this long (wall time) at start for an '
+        declare('episode_mark_wait_s', 5.0, 'Wait this long (wall time) at start for an '
                 'eval/episode subscriber before the first START mark and the first step',
                 read_only=True, floating_point_range=_float_range(0.0, 60.0))
         declare('publish_episode_marks', True, 'Publish eval/episode END (success = cube in '
@@ -311,15 +311,19 @@ class SimNode(Node):
         return response
 
     def _first_episode_mark(self, wait_s: float):
-        """Publish the first START once someone listens on eval/episode (a monitor or
-        recorder started just before may not be matched yet), waiting at most ``wait_s``
-        of wall time; sim time does not advance meanwhile, so nothing is missed."""
+        """Publish the first START once the listeners on eval/episode are matched (a monitor
+        or recorder started just before may not be yet): wait for a first subscriber, then
+        until their number has not changed for a second, at most ``wait_s`` of wall time.
+        Sim time does not advance meanwhile, so nothing is missed."""
         deadline = time.monotonic() + wait_s
-        while (self._running and self._episode_marks and time.monotonic() < deadline
-               and self.pub_episode.get_subscription_count() == 0):
+        count, since = 0, time.monotonic()
+        while self._running and self._episode_marks and time.monotonic() < deadline:
+            now_count = self.pub_episode.get_subscription_count()
+            if now_count != count:
+                count, since = now_count, time.monotonic()
+            elif count and time.monotonic() - since > 1.0:
+                break
             time.sleep(0.05)
-        if self.pub_episode.get_subscription_count():
-            time.sleep(0.2)  # others discovered in the same round match a moment later
         self._publish_mark(EpisodeEvent.START, None, 'sim started')
 
     def _publish_mark(self, event: EpisodeEvent, success: bool | None, note: str,

@@ -1,0 +1,163 @@
+"""The ``so101`` command end to end: ``so101 up`` brings up the launch file's graph from the
+same YAML, reports a misspelt key, and ``so101 demo`` produces its report and bag.
+
+Each test runs the real console script in a child process (same DDS domain as the test) and
+observes it from outside, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from so101_driver import bringup
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+SO101 = str(Path(sys.executable).parent / 'so101')
+
+#: Topics (and types) the sim bring-up must show, by who publishes them.
+EXPECTED_TOPICS = {
+    '/joint_states': 'sensor_msgs/msg/JointState',
+    '/joint_trajectory': 'trajectory_msgs/msg/JointTrajectory',
+    '/teleop/override': 'std_msgs/msg/Bool',
+    '/robot_description': 'std_msgs/msg/String',
+    '/clock': 'rosgraph_msgs/msg/Clock',
+    '/sim/truth': 'std_msgs/msg/String',
+    '/cameras/front/image_raw': 'sensor_msgs/msg/Image',
+    '/eval/episode': 'std_msgs/msg/String',
+    '/eval/events': 'std_msgs/msg/String',
+    '/eval/status': 'diagnostic_msgs/msg/DiagnosticArray',
+    '/eval/markers': 'visualization_msgs/msg/MarkerArray',
+}
+
+
+def so101(*args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, MUJOCO_GL=os.environ.get('MUJOCO_GL', 'egl'))
+    return subprocess.Popen([SO101, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, **kwargs)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+@pytest.mark.slow
+def test_so101_up_starts_the_launch_plan_and_its_topics(ros_context, tmp_path):
+    import rclpy
+
+    args = ['hardware:=sim', 'policy:=expert', 'record:=true']
+    plan = bringup.plan(bringup.parse_args(bringup.parse_assignments(args)))
+    proc = so101('up', *args, cwd=tmp_path)
+    node = rclpy.create_node('graph_probe', context=ros_context)
+    try:
+        wait_for(lambda: {s.name for s in plan} <= set(node.get_node_names()) or
+                 proc.poll() is not None, 90, interval=0.2,
+                 message=f'nodes {[s.name for s in plan]} in the graph')
+        assert proc.poll() is None, f'so101 up exited early:\n{stop(proc)}'
+
+        def topics():
+            found = dict(node.get_topic_names_and_types())
+            return all(t in found for t in EXPECTED_TOPICS) and found
+        found = wait_for(topics, 30, interval=0.2, message=f'topics {sorted(EXPECTED_TOPICS)}')
+        for topic, type_name in EXPECTED_TOPICS.items():
+            assert type_name in found[topic], f'{topic}: {found[topic]}, expected {type_name}'
+    finally:
+        node.destroy_node()
+        out = stop(proc)
+    assert proc.returncode == 0, f'so101 up did not stop cleanly on Ctrl-C:\n{out}'
+    assert 'configuration problems' not in out, out
+    bags = list((tmp_path / 'bags').glob('*/metadata.yaml'))
+    assert bags, f'the recorder left no closed bag in {tmp_path / "bags"}:\n{out}'
+
+
+def test_so101_up_names_a_misspelt_parameter_and_its_file(tmp_path):
+    config = tmp_path / 'config'
+    shutil.copytree(ROOT / 'config', config)
+    data = yaml.safe_load((config / 'eval.yaml').read_text())
+    data['eval_monitor']['ros__parameters']['status_perod_s'] = 2.0
+    (config / 'eval.yaml').write_text(yaml.safe_dump(data))
+    proc = so101('up', 'hardware:=sim', 'policy:=none', f'config_dir:={config}', cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, f'expected exit 2, got {proc.returncode}:\n{out}'
+    assert "'status_perod_s' is not declared by node eval_monitor" in out, out
+    assert str(config / 'eval.yaml') in out, out
+
+
+def test_so101_up_rejects_an_invalid_argument_value_with_the_valid_ones():
+    proc = so101('up', 'hardware:=robot')
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert 'choose one of real, emulated, sim' in out, out
+
+
+@pytest.mark.slow
+def test_so101_up_emulated_hardware_brings_the_arm_up_on_the_emulator(ros_context, tmp_path):
+    import rclpy
+    import rclpy.executors
+    from sensor_msgs.msg import JointState
+
+    from so101_driver import qos
+
+    proc = so101('up', 'hardware:=emulated', 'policy:=none', 'monitor:=false', cwd=tmp_path)
+    node = rclpy.create_node('emulated_probe', context=ros_context)
+    states = []
+    node.create_subscription(JointState, 'joint_states', states.append, qos.STREAM_SUB)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 60
+        while len(states) < 20 and time.monotonic() < deadline and proc.poll() is None:
+            executor.spin_once(timeout_sec=0.1)
+        assert len(states) >= 20, f'no joint_states from the emulated arm:\n{stop(proc)}'
+    finally:
+        node.destroy_node()
+        out = stop(proc)
+    assert proc.returncode == 0, out
+
+
+@pytest.mark.slow
+def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
+    run = tmp_path / 'demo'
+    proc = so101('demo', '--episodes', '2', '--run-dir', str(run), cwd=tmp_path)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, f'so101 demo failed:\n{out[-4000:]}'
+    report = (run / 'report' / 'report.md').read_text()
+    for heading in ('| Metric | Value | 95% CI |', '## Per episode', 'Episode success',
+                    'Grasp success', 'Interventions per episode'):
+        assert heading in report, f'{heading!r} missing from report.md'
+        assert heading in out, f'{heading!r} not printed at the end of the demo'
+    summary = json.loads((run / 'report' / 'summary.json').read_text())
+    assert summary['episodes'] == 2, summary['episodes']
+    assert (run / 'bag' / 'metadata.yaml').is_file()
+    assert (run / 'report' / 'report.html').is_file()
+
+    offline = run / 'offline'
+    result = subprocess.run([SO101, 'eval', str(run / 'bag'), '-o', str(offline)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    again = json.loads((offline / 'summary.json').read_text())
+    for key in ('episodes', 'episode_successes', 'grasp_attempts', 'grasp_successes', 'drops',
+                'interventions'):
+        assert again[key] == summary[key], \
+            f'{key}: live {summary[key]} != offline {again[key]} from the demo bag'
