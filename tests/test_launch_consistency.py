@@ -95,10 +95,14 @@ def console_scripts(package: str) -> set[str]:
 
 
 COMBINATIONS = [
-    dict(zip(('hardware', 'policy', 'record', 'monitor', 'rviz'), combo))
+    dict(zip(('hardware', 'policy', 'record', 'monitor', 'rviz', 'leader'), combo))
     for combo in itertools.product(('real', 'emulated', 'sim'), ('none', 'expert'),
-                                   ('true', 'false'), ('true', 'false'), ('true', 'false'))
+                                   ('true', 'false'), ('true', 'false'), ('true', 'false'),
+                                   ('true', 'false'))
     if not (combo[1] == 'expert' and combo[0] != 'sim')
+] + [  # a checkpoint directory (any existing folder will do for the plan)
+    {'hardware': hw, 'policy': str(ROOT), 'record': 'true', 'monitor': 'true', 'rviz': 'false',
+     'leader': 'false'} for hw in ('real', 'emulated', 'sim')
 ]
 
 
@@ -135,6 +139,10 @@ def test_launch_starts_the_bringup_plan_with_existing_executables_and_files(fake
             if isinstance(entry, str):
                 assert Path(entry).is_file(), f'{node.kwargs["name"]}: {entry} missing'
     assert set(given) == {s.name for s in plan}
+    if arguments['policy'] not in ('none', 'expert'):
+        policy = next(s for s in plan if s.name == 'pi05_policy')
+        assert policy.overrides['checkpoint'] == arguments['policy']
+        assert policy.overrides['task'] == bringup.DEFAULT_TASK
     if arguments['rviz'] == 'true':
         rviz = [n for n in nodes if n.kwargs['package'] == 'rviz2']
         assert rviz and Path(rviz[0].kwargs['arguments'][1]).is_file(), 'RViz config missing'

@@ -65,6 +65,8 @@ ARGUMENTS: dict[str, Argument] = {
     'monitor': Argument('true', 'Start the evaluation monitor', ('true', 'false')),
     'cameras': Argument('true', 'Start the USB camera nodes (hardware:=real only)',
                         ('true', 'false')),
+    'leader': Argument('false', 'Start the leader-arm teleop node (config/so101_leader.yaml)',
+                       ('true', 'false')),
     'namespace': Argument('', 'Namespace pushed onto every node (empty: none)'),
     'config_dir': Argument('', 'Folder of the YAML parameter files (empty: the package\'s '
                            'config/)'),
@@ -80,6 +82,7 @@ class BringupArgs:
     rviz: bool = False
     monitor: bool = True
     cameras: bool = True
+    leader: bool = False
     namespace: str = ''
     config_dir: Path = field(default_factory=lambda: default_config_dir())
 
@@ -139,6 +142,7 @@ def parse_args(values: Mapping[str, str]) -> BringupArgs:
         rviz=merged['rviz'] == 'true',
         monitor=merged['monitor'] == 'true',
         cameras=merged['cameras'] == 'true',
+        leader=merged['leader'] == 'true',
         namespace=merged['namespace'].strip('/'),
         config_dir=Path(merged['config_dir']).expanduser() if merged['config_dir']
         else default_config_dir(),
@@ -181,6 +185,9 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
         for camera in ('front', 'handeye'):
             nodes.append(NodeSpec('so101_driver', 'so101_camera', f'{camera}_camera',
                                   (cfg / 'so101_cameras.yaml',)))
+    if args.leader:
+        nodes.append(NodeSpec('so101_driver', 'so101_leader', 'so101_leader',
+                              (cfg / 'so101_leader.yaml',), dict(sim_time)))
     if args.policy_kind is PolicyKind.EXPERT:
         nodes.append(NodeSpec('so101_driver', 'so101_sim_expert', 'so101_sim_expert',
                               (cfg / 'so101_sim.yaml',), dict(sim_time)))

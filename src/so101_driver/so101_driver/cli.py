@@ -5,6 +5,8 @@ Subcommands:
                          YAML files (``so101_driver.bringup`` is the shared plan); Ctrl-C stops
   demo [--episodes N]    the simulated cell with the scripted expert, monitor and recorder
   eval / compare         offline evaluation of a bag / side-by-side comparison of runs
+  dataset                bags -> LeRobot dataset (demonstrations and interventions)
+  console                the operator console
   emulator               the STS3215 bus emulator
 """
 
@@ -190,6 +192,8 @@ COMMANDS = {
     'eval': (_passthrough('so101-eval'), 'evaluate a recorded bag into a run directory'),
     'compare': (_passthrough('so101-compare'), 'compare two or more run directories'),
     'emulator': (_passthrough('so101-servo-emulator'), 'serve an emulated STS3215 bus'),
+    'dataset': (_passthrough('so101-dataset'), 'convert bags into a LeRobot dataset'),
+    'console': (_passthrough('so101-console'), 'operator console: episodes, override, counters'),
 }
 
 
