@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,21 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / 'bench' / 'results' / 'bench_bus.json'
 IDS = (1, 2, 3, 4, 5, 6)
 BAUD = 1_000_000
-#: A plausible calibration of a real arm, as lerobot-calibrate writes it.
-CALIBRATION = {
-    'shoulder_pan': {'id': 1, 'drive_mode': 0, 'homing_offset': -1470,
-                     'range_min': 758, 'range_max': 3292},
-    'shoulder_lift': {'id': 2, 'drive_mode': 0, 'homing_offset': 157,
-                      'range_min': 812, 'range_max': 3190},
-    'elbow_flex': {'id': 3, 'drive_mode': 0, 'homing_offset': 1105,
-                   'range_min': 891, 'range_max': 3106},
-    'wrist_flex': {'id': 4, 'drive_mode': 0, 'homing_offset': -2036,
-                   'range_min': 850, 'range_max': 3254},
-    'wrist_roll': {'id': 5, 'drive_mode': 0, 'homing_offset': 1551,
-                   'range_min': 128, 'range_max': 4002},
-    'gripper': {'id': 6, 'drive_mode': 0, 'homing_offset': 1296,
-                'range_min': 2034, 'range_max': 3423},
-}
 
 
 def period_stats(periods: list[float]) -> dict[str, float]:
@@ -257,22 +241,19 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
+    from so101_driver.demo import DEMO_CALIBRATION, DEMO_CALIBRATION_FILE, emulator_calibration
     from so101_driver.emulator import EmulatorProcess
 
-    with tempfile.TemporaryDirectory(prefix='bench_bus_') as tmp:
-        cal_path = str(Path(tmp) / 'calibration.json')
-        Path(cal_path).write_text(json.dumps(CALIBRATION, indent=4))
-        with EmulatorProcess(ids=IDS) as emulator:
-            emulator.call('load_calibration', {c['id']: (c['homing_offset'], c['range_min'],
-                                                         c['range_max'])
-                                               for c in CALIBRATION.values()})
-            port = emulator.port
-            print(f'[bench_bus] emulator on {port}; raw SDK and driver loops, '
-                  f'{args.seconds:.0f} s each, interleaved', flush=True)
-            raw, driver = bench_loops(port, cal_path, args.seconds)
-            print(f'[bench_bus] so101_arm node at 100 Hz for {args.node_seconds:.0f} s',
-                  flush=True)
-            node = bench_node(port, cal_path, args.node_seconds)
+    cal_path = str(DEMO_CALIBRATION_FILE)
+    with EmulatorProcess(ids=IDS) as emulator:
+        emulator.call('load_calibration', emulator_calibration(DEMO_CALIBRATION))
+        port = emulator.port
+        print(f'[bench_bus] emulator on {port}; raw SDK and driver loops, '
+              f'{args.seconds:.0f} s each, interleaved', flush=True)
+        raw, driver = bench_loops(port, cal_path, args.seconds)
+        print(f'[bench_bus] so101_arm node at 100 Hz for {args.node_seconds:.0f} s',
+              flush=True)
+        node = bench_node(port, cal_path, args.node_seconds)
     wire = wire_bound()
     ratio = driver['rate_hz'] / raw['rate_hz']
     median_ratio = raw['period_p50_ms'] / driver['period_p50_ms']

@@ -16,7 +16,8 @@ setup(
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
     maintainer_email='maintainers@so101-pi05.dev',
-    description='Evaluation monitor: grasps, drops, episodes and operator interventions, live and from rosbag2 MCAP recordings; reports and policy comparison.',
+    description='Evaluation monitor: grasps, drops, episodes and operator interventions, live '
+                'and from rosbag2 MCAP recordings; reports and policy comparison.',
     license='Apache-2.0',
     entry_points={
         'console_scripts': [

@@ -15,7 +15,8 @@ setup(
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
     maintainer_email='maintainers@so101-pi05.dev',
-    description='LeRobot Pi0.5 (and any LeRobot policy) as a ROS 2 node publishing joint-trajectory chunks.',
+    description='LeRobot Pi0.5 (and any LeRobot policy) as a ROS 2 node publishing '
+                'joint-trajectory chunks.',
     license='Apache-2.0',
     entry_points={
         'console_scripts': [

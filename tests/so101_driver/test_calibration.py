@@ -135,7 +135,8 @@ def test_missing_calibration_file_names_file_and_format(tmp_path):
 @pytest.mark.parametrize('content, needle', [
     ('{not json', 'not valid JSON'),
     ('[1, 2]', 'is a list'),
-    (json.dumps({k: v for k, v in CALIBRATION.items() if k != 'gripper'}), "missing joints ['gripper']"),
+    (json.dumps({k: v for k, v in CALIBRATION.items() if k != 'gripper'}),
+     "missing joints ['gripper']"),
     (json.dumps({**CALIBRATION, 'elbow': CALIBRATION['elbow_flex']}), "unknown entries ['elbow']"),
     (json.dumps({**CALIBRATION, 'gripper': {**CALIBRATION['gripper'], 'range_min': '10'}}),
      "entry 'gripper'"),

@@ -178,7 +178,8 @@ class FeetechBus:
         if wrong:
             self.close(disable_torque=False)
             raise ServoNotFound(f'unexpected model numbers (id, model) {wrong} on '
-                                f'{self.config.port}; expected STS3215 ({ct.STS3215_MODEL_NUMBER})')
+                                f'{self.config.port}; expected STS3215 '
+                                f'({ct.STS3215_MODEL_NUMBER})')
 
     def close(self, disable_torque: bool = True) -> None:
         if disable_torque and self.is_open:

@@ -29,24 +29,13 @@ from trajectory_msgs.msg import JointTrajectory
 from so101_driver import qos
 from so101_driver.arm_node import ArmNode
 from so101_driver.emulator import EmulatorProcess
-from so101_driver.joints import JOINT_NAMES
+from so101_driver.joints import JOINT_NAMES, package_root
 from so101_driver.ros_io import to_seconds, trajectory_msg
 
-#: A plausible calibration of a real arm, as lerobot-calibrate writes it.
-DEMO_CALIBRATION = {
-    'shoulder_pan': {'id': 1, 'drive_mode': 0, 'homing_offset': -1470,
-                     'range_min': 758, 'range_max': 3292},
-    'shoulder_lift': {'id': 2, 'drive_mode': 0, 'homing_offset': 157,
-                      'range_min': 812, 'range_max': 3190},
-    'elbow_flex': {'id': 3, 'drive_mode': 0, 'homing_offset': 1105,
-                   'range_min': 891, 'range_max': 3106},
-    'wrist_flex': {'id': 4, 'drive_mode': 0, 'homing_offset': -2036,
-                   'range_min': 850, 'range_max': 3254},
-    'wrist_roll': {'id': 5, 'drive_mode': 0, 'homing_offset': 1551,
-                   'range_min': 128, 'range_max': 4002},
-    'gripper': {'id': 6, 'drive_mode': 0, 'homing_offset': 1296,
-                'range_min': 2034, 'range_max': 3423},
-}
+#: A plausible calibration of a real arm, as lerobot-calibrate writes it (the one file the
+#: emulator, the demo, the benchmarks and the simulated policy use).
+DEMO_CALIBRATION_FILE = package_root() / 'config' / 'calibration' / 'so101_demo.json'
+DEMO_CALIBRATION = json.loads(DEMO_CALIBRATION_FILE.read_text())
 
 
 def emulator_calibration(calibration: dict) -> dict[int, tuple[int, int, int]]:

@@ -63,7 +63,8 @@ def urdf_text(mesh_uri: str = 'package') -> str:
     ``file://`` URIs so RViz resolves them without the package on its path."""
     text = urdf_path().read_text()
     if mesh_uri == 'file':
-        text = text.replace('package://so101_driver/meshes/', (package_root() / 'meshes').as_uri() + '/')
+        mesh_dir = (package_root() / 'meshes').as_uri() + '/'
+        text = text.replace('package://so101_driver/meshes/', mesh_dir)
     elif mesh_uri != 'package':
         raise ValueError(f"mesh_uri must be 'package' or 'file', not {mesh_uri!r}")
     return text

@@ -40,7 +40,8 @@ class SimExpertNode(Node):
     def __init__(self, **kwargs):
         super().__init__('so101_sim_expert', **kwargs)
         self._declare_parameters()
-        p = lambda name: self.get_parameter(name).value
+        def p(name):
+            return self.get_parameter(name).value
         self.expert = ScriptedExpert(ExpertConfig(
             seed=p('seed'), grasp_xy_noise_m=p('grasp_xy_noise_m'),
             grasp_z_noise_m=p('grasp_z_noise_m'), close_timing_noise_s=p('close_timing_noise_s'),

@@ -81,7 +81,8 @@ class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__('so101_sim', **kwargs)
         self._declare_parameters()
-        p = lambda name: self.get_parameter(name).value
+        def p(name):
+            return self.get_parameter(name).value
         self.cell = SimCell(SimConfig(
             model_path=p('model_path'), seed=p('seed'), control_rate_hz=p('control_rate_hz'),
             max_jump=p('max_jump'), max_relative_target=p('max_relative_target'),
@@ -199,7 +200,8 @@ class SimNode(Node):
             raise
 
     def _work(self):
-        p = lambda name: self.get_parameter(name).value
+        def p(name):
+            return self.get_parameter(name).value
         dt = self.cell.dt
         every = {'clock': _every(p('clock_rate_hz'), dt), 'truth': _every(p('truth_rate_hz'), dt),
                  'camera': _every(p('camera_rate_hz'), dt) if self.cameras else 0}
