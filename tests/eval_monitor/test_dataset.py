@@ -241,7 +241,8 @@ def test_sim_bag_becomes_a_dataset_lerobot_loads_with_the_right_features(whole, 
         assert features[key]['shape'] == (6,) and features[key]['names'] == names, \
             f'{key}: expected shape (6,) names {names}, got {features[key]}'
     for key in ('observation.images.front', 'observation.images.handeye'):
-        assert features[key]['dtype'] == 'video' and tuple(features[key]['shape']) == (64, 64, 3), \
+        kind, shape = features[key]['dtype'], tuple(features[key]['shape'])
+        assert kind == 'video' and shape == (64, 64, 3), \
             f'{key}: expected a 64x64x3 video, got {features[key]}'
     assert features['intervention']['dtype'] == 'bool'
     assert not [k for k in features if k.startswith('observation.')
@@ -346,7 +347,8 @@ def test_stalled_camera_span_is_reported_and_skipped_not_filled(whole, sim_bag):
     last_before = STALL[0] - CAMERA_EVERY / 100
     spans = [s for s in result.summary['skipped_spans']
              if any('stale camera handeye' in r for r in s['reasons'])]
-    assert len(spans) == 1, f'expected one stale-camera span, got {result.summary["skipped_spans"]}'
+    assert len(spans) == 1, \
+        f'expected one stale-camera span, got {result.summary["skipped_spans"]}'
     span = spans[0]
     start = max(t for event, t in sim_bag.marks if event.value == 'start')  # episode 2
     assert start < STALL[0], f'the stall {STALL} must lie in episode 2 (starts {start} s)'
@@ -466,3 +468,46 @@ def test_cli_writes_the_dataset_and_summary_and_refuses_an_existing_root(tmp_pat
     assert main(argv) == 2
     assert 'exists; choose another --root or pass --overwrite' in capsys.readouterr().err
     assert main([*argv, '--overwrite']) == 0
+
+
+def test_staged_video_writing_gives_the_same_frames_as_streaming(whole, sim_bag, tmp_path):
+    from eval_monitor.dataset import dropped_video_frames
+
+    result, ds = whole
+    assert result.summary['dataset']['video_writing'] == 'streaming'
+    staged_config = config([sim_bag.path], tmp_path / 'staged', streaming_encoding=False)
+    staged = convert(staged_config)
+    assert staged.summary['dataset']['video_writing'] == 'staged'
+    other = load(tmp_path / 'staged')
+    for key in ('observation.state', 'action', 'bag_time_ns', 'intervention'):
+        np.testing.assert_array_equal(column(other, key), column(ds, key),
+                                      err_msg=f'{key} differs between staged and streaming')
+    assert dropped_video_frames(staged_config) == []
+    assert dropped_video_frames(config([sim_bag.path], result.root)) == []
+
+
+def test_a_video_shorter_than_its_episode_is_detected(whole, sim_bag, tmp_path):
+    import pandas as pd
+
+    from eval_monitor.dataset import dropped_video_frames
+
+    result, _ = whole
+    root = tmp_path / 'copy'
+    shutil.copytree(result.root, root)
+    table = next((root / 'meta' / 'episodes').rglob('*.parquet'))
+    episodes = pd.read_parquet(table)
+    key = 'videos/observation.images.handeye/to_timestamp'
+    episodes.loc[0, key] = episodes.loc[0, key] - 1.0 / FPS  # one frame dropped
+    episodes.to_parquet(table)
+    problems = dropped_video_frames(config([sim_bag.path], root))
+    assert len(problems) == 1 and 'episode 0 observation.images.handeye' in problems[0], problems
+
+
+def test_policy_params_file_gives_the_policy_node_units_cameras_and_fps():
+    from eval_monitor.dataset import ImageSource, policy_params
+
+    values = policy_params(REPO / 'config' / 'pi05_policy.yaml')
+    assert values['calibration_file'].resolve() == CALIBRATION.resolve(), values
+    assert values['cameras'] == {'front': 'front', 'handeye': 'handeye'}
+    assert values['use_degrees'] is True and values['fps'] == 30
+    assert values.get('image_source', ImageSource.AUTO) is ImageSource.AUTO

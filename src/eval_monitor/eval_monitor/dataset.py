@@ -37,7 +37,12 @@ Features (names as LeRobot's SO-101 follower writes them):
 * ``observation.images.<key>``: the camera images (``cameras/<name>/image_raw``, or
   ``.../compressed`` when there is no raw topic or when asked), HxWx3 RGB, mapped from ROS
   camera names to keys as the policy node's ``cameras`` parameter does (``name`` or
-  ``name:key``); stored as video when LeRobot's encoder (PyAV) is available, else as images;
+  ``name:key``). Video (LeRobot's PyAV encoder, libsvtav1 by default) or, with ``--no-video``,
+  PNG images in the parquet files. Video frames go straight to LeRobot's streaming encoder
+  threads (several times faster than staging each frame as PNG); that encoder drops a frame
+  when it falls 0.1 s behind, so every episode's video length is checked against its rows
+  afterwards and, on a mismatch, the dataset is rewritten with PNG staging (which cannot
+  drop);
 * ``intervention`` (bool): ``teleop/override`` at the frame time, true for frame times in
   ``[rise, fall)``. It is deliberately not under ``observation.``: LeRobot would make every
   ``observation.*`` feature a policy input, which the policy node cannot provide;
@@ -105,6 +110,8 @@ BAG_CALIBRATION_FILE = 'calibration.json'
 CLOCK_OFFSET_S = 1.0
 #: Joint-state ticks this far outside the calibrated range count as out of range.
 RANGE_MARGIN_TICKS = 50
+#: Frames per camera the streaming video encoder may queue.
+STREAMING_QUEUE = 60
 
 
 class DatasetError(ValueError):
@@ -154,7 +161,8 @@ class ConversionConfig:
     min_frames: int = 2  # shorter segments are dropped (listed)
     image_size: tuple[int, int] | None = None  # (height, width) to resize every image to
     video: bool = True  # store cameras as video (LeRobot/PyAV encoder) instead of images
-    vcodec: str = 'libsvtav1'  # video codec (LeRobot's default); h264 encodes faster
+    vcodec: str = 'libsvtav1'  # video codec (LeRobot's default)
+    streaming_encoding: bool = True  # frames straight to the encoder (checked; see module doc)
     max_jump: float = 0.35  # replay executor: the arm node's max_jump (rad)
     limit_margin: float = 0.0  # replay executor: the arm node's limit_margin (rad)
     on_calibration_mismatch: MismatchAction = MismatchAction.ERROR  # see MismatchAction
@@ -915,7 +923,34 @@ def convert(config: ConversionConfig) -> ConversionResult:
         raise DatasetError(f'no frame to write (segments={config.segments.value}); skipped '
                            f'frames by reason: {dict(reasons) or "none"}')
     features = dataset_features(config, shapes)
-    dataset = _create_dataset(config, features)
+    streaming = config.video and config.streaming_encoding
+    write_notes = []
+    _write(plans, config, features, timings, streaming)
+    if streaming:
+        dropped = dropped_video_frames(config)
+        if dropped:
+            # The streaming encoder drops a frame when it falls 0.1 s behind; never keep that.
+            write_notes.append(f'streaming encoder dropped frames ({"; ".join(dropped)}): '
+                               'rewritten with PNG staging')
+            shutil.rmtree(config.root)
+            timings.seconds.clear()
+            _write(plans, config, features, timings, streaming=False)
+            streaming = False
+    summary = _summary(config, plans, bag_reports, features, timings)
+    summary['dataset']['video_writing'] = ('streaming' if streaming else 'staged') \
+        if config.video else None
+    summary['write_notes'] = write_notes
+    config.summary_path.parent.mkdir(parents=True, exist_ok=True)
+    config.summary_path.write_text(json.dumps(summary, indent=2) + '\n')
+    return ConversionResult(summary, config.root, config.summary_path, total,
+                            sum(len(p.episodes) for p in plans))
+
+
+def _write(plans: list[BagPlan], config: ConversionConfig, features: dict, timings: Timings,
+           streaming: bool) -> None:
+    """Create the dataset and write every planned episode; no dataset is left on failure."""
+    t0 = time.perf_counter()
+    dataset = _create_dataset(config, features, streaming)
     t0 = timings.add('lerobot_import_and_create', t0)
     try:
         for plan in plans:
@@ -926,11 +961,23 @@ def convert(config: ConversionConfig) -> ConversionResult:
     except BaseException:
         _discard(dataset, config.root)
         raise
-    summary = _summary(config, plans, bag_reports, features, timings)
-    config.summary_path.parent.mkdir(parents=True, exist_ok=True)
-    config.summary_path.write_text(json.dumps(summary, indent=2) + '\n')
-    return ConversionResult(summary, config.root, config.summary_path, total,
-                            sum(len(p.episodes) for p in plans))
+
+
+def dropped_video_frames(config: ConversionConfig) -> list[str]:
+    """Episodes whose videos hold fewer (or more) frames than the episode, from the written
+    metadata (``videos/<key>/from_timestamp``..``to_timestamp`` vs ``length``)."""
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+
+    meta = LeRobotDatasetMetadata(config.repo_id, root=config.root)
+    problems = []
+    for episode in meta.episodes:
+        for key in meta.video_keys:
+            video = f'videos/{key}/'
+            seconds = episode[video + 'to_timestamp'] - episode[video + 'from_timestamp']
+            if abs(seconds * meta.fps - episode['length']) > 0.5:
+                problems.append(f'episode {episode["episode_index"]} {key}: '
+                                f'{seconds * meta.fps:.1f} video frames, {episode["length"]} rows')
+    return problems
 
 
 def _check_root(config: ConversionConfig) -> None:
@@ -967,7 +1014,7 @@ def _image_shapes(plans: list[BagPlan], config: ConversionConfig) -> dict[str, t
     return shapes
 
 
-def _create_dataset(config: ConversionConfig, features: dict) -> Any:
+def _create_dataset(config: ConversionConfig, features: dict, streaming: bool) -> Any:
     from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -977,7 +1024,8 @@ def _create_dataset(config: ConversionConfig, features: dict) -> Any:
     return LeRobotDataset.create(
         repo_id=config.repo_id, fps=config.fps, features=features, root=config.root,
         robot_type=ROBOT_TYPE, use_videos=config.video,
-        image_writer_threads=config.image_writer_threads, **extra)
+        image_writer_threads=0 if streaming else config.image_writer_threads,
+        streaming_encoding=streaming, encoder_queue_maxsize=STREAMING_QUEUE, **extra)
 
 
 def _discard(dataset: Any, root: Path) -> None:
@@ -1130,7 +1178,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-video', dest='video', action='store_false',
                         help='store images (PNG in parquet) instead of video')
     parser.add_argument('--vcodec', default='libsvtav1',
-                        help='video codec (default libsvtav1, LeRobot\'s; h264 is faster)')
+                        help='video codec (default libsvtav1, LeRobot\'s)')
+    parser.add_argument('--streaming-encoding', action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help='video: feed frames straight to LeRobot\'s encoder threads '
+                             '(default; several times faster) or stage them as PNG first')
     parser.add_argument('--max-jump', type=float, default=0.35,
                         help='the arm node\'s max_jump for the command replay (rad)')
     parser.add_argument('--limit-margin', type=float, default=0.0,
@@ -1167,6 +1219,7 @@ def config_from_args(args: argparse.Namespace) -> ConversionConfig:
         segments=Segments(args.segments), image_tolerance_s=args.image_tolerance,
         state_tolerance_s=args.state_tolerance, min_frames=args.min_frames,
         image_size=args.image_size, video=args.video, vcodec=args.vcodec,
+        streaming_encoding=args.streaming_encoding,
         max_jump=args.max_jump, limit_margin=args.limit_margin,
         on_calibration_mismatch=MismatchAction(args.on_calibration_mismatch),
         namespace=args.namespace, overwrite=args.overwrite,
