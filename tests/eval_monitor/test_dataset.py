@@ -24,6 +24,12 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')  # read before huggingface_hub is i
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# LeRobot's dataset API needs its [dataset] extra (datasets, pyarrow, pandas, av) and
+# lerobot-train needs accelerate; without them (an old .venv) these tests say so.
+for _module in ('datasets', 'pyarrow', 'av', 'accelerate'):
+    pytest.importorskip(_module, reason=f'{_module} missing: so101-dataset needs lerobot\'s '
+                        'dataset extra and accelerate (requirements.txt)')
+
 from eval_monitor.bag import BagReader, BagWriter  # noqa: E402
 from eval_monitor.dataset import (  # noqa: E402
     ConversionConfig,
