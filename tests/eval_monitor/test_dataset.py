@@ -464,7 +464,7 @@ def test_cli_writes_the_dataset_and_summary_and_refuses_an_existing_root(tmp_pat
     bag = write_small_bag(tmp_path / 'bag')
     root = tmp_path / 'ds'
     argv = [str(bag), '--root', str(root), '--calibration', str(CALIBRATION), '--fps', '10',
-            '--no-video', '--cameras', 'front', 'handeye:wrist']
+            '--no-video', '--camera', 'front', '--camera', 'handeye:wrist']
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert 'no eval/episode marks: the whole bag is one episode' in out, out

@@ -1157,8 +1157,9 @@ def build_parser() -> argparse.ArgumentParser:
                              '--policy-params)')
     parser.add_argument('--use-degrees', action=argparse.BooleanOptionalAction, default=None,
                         help='body joints in degrees (default, LeRobot 0.6.1) or -100..100')
-    parser.add_argument('--cameras', nargs='+', metavar='NAME[:KEY]',
-                        help='ROS cameras -> observation.images.<KEY> (default front handeye)')
+    parser.add_argument('--camera', action='append', dest='cameras', metavar='NAME[:KEY]',
+                        help='ROS camera cameras/NAME/... -> observation.images.KEY, repeat '
+                             'per camera (default: front and handeye)')
     parser.add_argument('--image-source', choices=[s.value for s in ImageSource],
                         help='raw, compressed, or auto (raw when recorded; default)')
     parser.add_argument('--fps', type=int, help='dataset frame rate (default 30)')
