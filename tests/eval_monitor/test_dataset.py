@@ -66,7 +66,6 @@ class SimBag:
 
 def record_sim_bag(path: Path) -> SimBag:
     """Two expert episodes of the simulated cell, recorded as the sim node would publish."""
-    from sensor_msgs.msg import JointState  # noqa: F401 - message packages are present
     from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
     from so101_driver.images import numpy_to_image, rgb_to_compressed
     from so101_driver.joints import urdf_text
