@@ -30,6 +30,7 @@ bench: env
 	$(PY) bench/bench_camera.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_policy.py
+	$(PY) bench/bench_dataset.py
 
 clean:
 	rm -rf build install log .pytest_cache bench/results

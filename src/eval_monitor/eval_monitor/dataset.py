@@ -1080,19 +1080,13 @@ def _summary(config: ConversionConfig, plans: list[BagPlan], bags: list[dict], f
 
 
 def parse_cameras(entries: Iterable[str]) -> dict[str, str]:
-    """``['front', 'handeye:wrist']`` -> ``{'front': 'front', 'handeye': 'wrist'}``, the
-    syntax of the policy node's ``cameras`` parameter."""
-    cameras: dict[str, str] = {}
-    for entry in entries:
-        name, _, key = str(entry).partition(':')
-        name, key = name.strip(), (key or name).strip()
-        if not name or not key or '/' in name:
-            raise DatasetError(f'cameras entry {entry!r} must be "ros_name" or '
-                               '"ros_name:image_key"')
-        if name in cameras:
-            raise DatasetError(f'cameras lists {name!r} twice')
-        cameras[name] = key
-    return cameras
+    """The policy node's ``cameras`` syntax (``pi05_policy.runtime.parse_cameras``)."""
+    from pi05_policy.runtime import parse_cameras as parse
+
+    try:
+        return parse(list(entries))
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
 
 
 def policy_params(path: Path, node: str = 'pi05_policy') -> dict[str, Any]:

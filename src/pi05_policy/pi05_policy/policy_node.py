@@ -53,6 +53,7 @@ from pi05_policy.runtime import (
     Observation,
     PolicyRuntime,
     RuntimeConfig,
+    parse_cameras,
 )
 from so101_driver import qos
 from so101_driver.calibration import CalibrationError
@@ -96,21 +97,6 @@ def config_path(value: str) -> Path:
         return path
     candidate = package_root() / 'config' / path
     return candidate if candidate.exists() else path
-
-
-def parse_cameras(entries: list[str]) -> dict[str, str]:
-    """``['front', 'handeye:wrist']`` -> ``{'front': 'front', 'handeye': 'wrist'}``."""
-    cameras = {}
-    for entry in entries:
-        name, _, key = entry.partition(':')
-        name, key = name.strip(), (key or name).strip()
-        if not name or not key or '/' in name:
-            raise ValueError(f'cameras entry {entry!r} must be "ros_name" or '
-                             '"ros_name:image_key" (topic cameras/<ros_name>/image_raw)')
-        if name in cameras:
-            raise ValueError(f'cameras lists {name!r} twice: {entries}')
-        cameras[name] = key
-    return cameras
 
 
 def _float_range(lo, hi):

@@ -45,6 +45,22 @@ PREPROCESSOR_FILE = 'policy_preprocessor.json'
 POSTPROCESSOR_FILE = 'policy_postprocessor.json'
 
 
+def parse_cameras(entries) -> dict[str, str]:
+    """``['front', 'handeye:wrist']`` -> ``{'front': 'front', 'handeye': 'wrist'}``: the
+    syntax of the policy node's ``cameras`` parameter (also read by ``so101 dataset``)."""
+    cameras = {}
+    for entry in entries:
+        name, _, key = str(entry).partition(':')
+        name, key = name.strip(), (key or name).strip()
+        if not name or not key or '/' in name:
+            raise ValueError(f'cameras entry {entry!r} must be "ros_name" or '
+                             '"ros_name:image_key" (topic cameras/<ros_name>/image_raw)')
+        if name in cameras:
+            raise ValueError(f'cameras lists {name!r} twice: {entries}')
+        cameras[name] = key
+    return cameras
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder cannot serve this robot; the message says what and how to fix it."""
 
