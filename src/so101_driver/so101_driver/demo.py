@@ -89,7 +89,7 @@ def run(duration_scale: float = 1.0, print_rate_hz: float = 4.0) -> dict:
     print(f'[demo] STS3215 bus emulator on {port}')
     rclpy.init()
     executor = MultiThreadedExecutor(num_threads=4)
-    arm = commander = None
+    arm = commander = spinning = None
     try:
         arm = ArmNode(parameter_overrides=[
             Parameter('port', value=port),
@@ -98,7 +98,8 @@ def run(duration_scale: float = 1.0, print_rate_hz: float = 4.0) -> dict:
         commander = Commander()
         executor.add_node(arm)
         executor.add_node(commander)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spinning = threading.Thread(target=executor.spin, daemon=True)
+        spinning.start()
         deadline = time.monotonic() + 10
         while commander.latest() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -157,6 +158,8 @@ def run(duration_scale: float = 1.0, print_rate_hz: float = 4.0) -> dict:
         return figures
     finally:
         executor.shutdown(timeout_sec=2)
+        if spinning is not None:  # a thread inside the executor at exit aborts the process
+            spinning.join(timeout=5)
         if arm is not None:
             arm.destroy_node()
         if commander is not None:

@@ -197,7 +197,8 @@ def cmd_demo(argv) -> int:
     operator = Operator(opts.stall_s, rest=np.zeros(len(JOINT_NAMES)))
     executor = SingleThreadedExecutor()
     executor.add_node(operator.node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
     t0 = time.monotonic()
     ok = False
     try:
@@ -228,7 +229,10 @@ def cmd_demo(argv) -> int:
             print(f'[demo] {operator.save_report()}', flush=True)
     finally:
         group.stop()
+        # join the spin thread before rclpy goes: a thread still inside the executor at
+        # interpreter exit ends the process with std::terminate (SIGABRT)
         executor.shutdown(timeout_sec=2)
+        spinning.join(timeout=5)
         operator.node.destroy_node()
         rclpy.try_shutdown()
     report = run_dir / 'report' / 'report.md'
