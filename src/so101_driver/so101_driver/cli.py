@@ -96,14 +96,17 @@ class ParameterChecker:
 
         self._rclpy = rclpy
         self.prefix = f'/{namespace}' if namespace else ''
+        from rclpy.executors import SingleThreadedExecutor
+
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context)
         self.node = rclpy.create_node('so101_up_checker', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
 
     def check(self, spec: NodeSpec, given: dict, timeout: float = 30.0) -> list[str]:
         """Wait until ``spec``'s node answers, then list its unknown keys (as messages)."""
         from rcl_interfaces.srv import ListParameters
-        from rclpy.executors import SingleThreadedExecutor
 
         client = self.node.create_client(ListParameters,
                                          f'{self.prefix}/{spec.name}/list_parameters')
@@ -111,10 +114,7 @@ class ParameterChecker:
             if not client.wait_for_service(timeout_sec=timeout):
                 return [f'node {spec.name} did not come up within {timeout:.0f} s']
             future = client.call_async(ListParameters.Request())
-            executor = SingleThreadedExecutor(context=self.context)
-            executor.add_node(self.node)
-            executor.spin_until_future_complete(future, timeout_sec=timeout)
-            executor.remove_node(self.node)
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
             if future.result() is None:
                 return [f'node {spec.name} did not answer list_parameters']
             files = ', '.join(str(p) for p in spec.params_files)
@@ -124,6 +124,7 @@ class ParameterChecker:
             self.node.destroy_client(client)
 
     def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2)
         self.node.destroy_node()
         self._rclpy.try_shutdown(context=self.context)
 
