@@ -201,34 +201,17 @@ class FeetechBus:
     # -- configuration ---------------------------------------------------------
     def configure(self, calibration: Mapping[str, MotorCalibration],
                   write_calibration: bool = True) -> list[str]:
-        """Configure every servo as LeRobot does and sync the EEPROM calibration.
+        """Configure every servo as LeRobot's SO-101 follower does and sync the EEPROM
+        calibration.
 
         Torque is off afterwards. Returns a line per calibration register rewritten;
         raises ``BusError`` if the servos disagree with the file and
         ``write_calibration`` is False.
         """
-        changed = []
         self.set_torque(False)  # also unlocks the EEPROM (Lock = 0)
+        changed = self.sync_calibration(calibration, write_calibration)
         for name, sid in zip(JOINT_NAMES, self.config.ids, strict=True):
-            cal = calibration[name]
-            for reg, want in ((ct.HOMING_OFFSET, cal.homing_offset),
-                              (ct.MIN_POSITION_LIMIT, cal.range_min),
-                              (ct.MAX_POSITION_LIMIT, cal.range_max)):
-                have = self.read_register(sid, reg)
-                if have != want:
-                    if not write_calibration:
-                        raise BusError(f'{name} (id {sid}) holds {reg} = {have}, calibration '
-                                       f'file says {want}; enable write_calibration or '
-                                       're-run lerobot-calibrate')
-                    self.write_register(sid, reg, want)
-                    changed.append(f'{name}: register {reg.address} {have} -> {want}')
-            self.write_register(sid, ct.RETURN_DELAY_TIME, 0)
-            self.write_register(sid, ct.MAXIMUM_ACCELERATION, 254)
-            self.write_register(sid, ct.ACCELERATION, self.config.acceleration)
-            phase = self.read_register(sid, ct.PHASE)
-            if phase & ct.PHASE_ANGLE_FEEDBACK_BIT:
-                self.write_register(sid, ct.PHASE, phase & ~ct.PHASE_ANGLE_FEEDBACK_BIT)
-            self.write_register(sid, ct.OPERATING_MODE, ct.OperatingMode.POSITION)
+            self.configure_motor(sid, self.config.acceleration)
             self.write_register(sid, ct.P_COEFFICIENT, self.config.p_coefficient)
             self.write_register(sid, ct.I_COEFFICIENT, self.config.i_coefficient)
             self.write_register(sid, ct.D_COEFFICIENT, self.config.d_coefficient)
@@ -238,6 +221,42 @@ class FeetechBus:
                                     self.config.gripper_protection_current)
                 self.write_register(sid, ct.OVERLOAD_TORQUE, self.config.gripper_overload_torque)
         return changed
+
+    def sync_calibration(self, calibration: Mapping[str, MotorCalibration],
+                         write_calibration: bool = True, arm: str = '',
+                         recalibrate: str = 're-run lerobot-calibrate') -> list[str]:
+        """Make the servos' homing offsets and position limits equal the calibration file
+        (torque must be off, EEPROM unlocked). Returns a line per register rewritten; with
+        ``write_calibration`` False a difference raises ``BusError`` naming the register.
+        ``arm`` prefixes joint names in messages (e.g. 'leader')."""
+        changed = []
+        prefix = f'{arm} ' if arm else ''
+        for name, sid in zip(JOINT_NAMES, self.config.ids, strict=True):
+            cal = calibration[name]
+            for reg, want in ((ct.HOMING_OFFSET, cal.homing_offset),
+                              (ct.MIN_POSITION_LIMIT, cal.range_min),
+                              (ct.MAX_POSITION_LIMIT, cal.range_max)):
+                have = self.read_register(sid, reg)
+                if have != want:
+                    if not write_calibration:
+                        raise BusError(f'{prefix}{name} (id {sid}) holds {reg} = {have}, '
+                                       f'calibration file says {want}; enable '
+                                       f'write_calibration or {recalibrate}')
+                    self.write_register(sid, reg, want)
+                    changed.append(f'{prefix}{name}: register {reg.address} {have} -> {want}')
+        return changed
+
+    def configure_motor(self, sid: int, acceleration: int) -> None:
+        """What LeRobot's ``configure_motors`` does for every SO-101 servo, follower or
+        leader: return delay 0, maximum acceleration 254, the given acceleration, the
+        Phase angle-feedback bit cleared, position mode."""
+        self.write_register(sid, ct.RETURN_DELAY_TIME, 0)
+        self.write_register(sid, ct.MAXIMUM_ACCELERATION, 254)
+        self.write_register(sid, ct.ACCELERATION, acceleration)
+        phase = self.read_register(sid, ct.PHASE)
+        if phase & ct.PHASE_ANGLE_FEEDBACK_BIT:
+            self.write_register(sid, ct.PHASE, phase & ~ct.PHASE_ANGLE_FEEDBACK_BIT)
+        self.write_register(sid, ct.OPERATING_MODE, ct.OperatingMode.POSITION)
 
     def set_torque(self, enabled: bool) -> None:
         """Torque on (then lock the EEPROM) or off (then unlock it), as LeRobot does."""

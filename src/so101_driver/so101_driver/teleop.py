@@ -24,10 +24,9 @@ from enum import Enum
 
 import numpy as np
 
-from so101_driver import control_table as ct
-from so101_driver.bus import BusError, FeetechBus
+from so101_driver.bus import FeetechBus
 from so101_driver.calibration import ArmCalibration, MotorCalibration, so101_norm_modes
-from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits
+from so101_driver.joints import JointLimits, urdf_limits
 
 
 class OverrideMode(str, Enum):
@@ -44,29 +43,12 @@ def configure_leader(bus: FeetechBus, calibration: Mapping[str, MotorCalibration
     Returns a line per calibration register rewritten; raises ``BusError`` if the servos
     disagree with the file and ``write_calibration`` is False.
     """
-    changed = []
     bus.set_torque(False)  # torque off and EEPROM unlocked (Lock = 0), as disable_torque()
-    for name, sid in zip(JOINT_NAMES, bus.config.ids, strict=True):
-        cal = calibration[name]
-        for reg, want in ((ct.HOMING_OFFSET, cal.homing_offset),
-                          (ct.MIN_POSITION_LIMIT, cal.range_min),
-                          (ct.MAX_POSITION_LIMIT, cal.range_max)):
-            have = bus.read_register(sid, reg)
-            if have != want:
-                if not write_calibration:
-                    raise BusError(f'leader {name} (id {sid}) holds {reg} = {have}, calibration '
-                                   f'file says {want}; enable write_calibration or re-run '
-                                   'lerobot-calibrate --teleop.type=so101_leader')
-                bus.write_register(sid, reg, want)
-                changed.append(f'{name}: register {reg.address} {have} -> {want}')
-        # LeRobot's configure_motors(): return delay, maximum acceleration, acceleration
-        bus.write_register(sid, ct.RETURN_DELAY_TIME, 0)
-        bus.write_register(sid, ct.MAXIMUM_ACCELERATION, 254)
-        bus.write_register(sid, ct.ACCELERATION, 254)
-        phase = bus.read_register(sid, ct.PHASE)
-        if phase & ct.PHASE_ANGLE_FEEDBACK_BIT:
-            bus.write_register(sid, ct.PHASE, phase & ~ct.PHASE_ANGLE_FEEDBACK_BIT)
-        bus.write_register(sid, ct.OPERATING_MODE, ct.OperatingMode.POSITION)
+    changed = bus.sync_calibration(
+        calibration, write_calibration, arm='leader',
+        recalibrate='re-run lerobot-calibrate --teleop.type=so101_leader')
+    for sid in bus.config.ids:  # no P/I/D and no torque caps: the leader is moved by hand
+        bus.configure_motor(sid, acceleration=254)
     return changed
 
 
