@@ -24,7 +24,6 @@ numbers differ from the bag's.
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -33,12 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -46,7 +43,7 @@ from sensor_msgs.msg import JointState
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
 from so101_driver.joints import urdf_text
 from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_PUB
-from so101_driver.ros_io import diag_status
+from so101_driver.ros_io import diag_status, run_node
 from std_msgs.msg import Bool, ColorRGBA, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -386,25 +383,9 @@ class MonitorNode(Node):
         self._markers_pub.publish(MarkerArray(markers=[panel] + markers))
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the monitor until SIGINT/SIGTERM; the report is written on the way out."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = MonitorNode()
-        except (FileExistsError, LookupError, ValueError) as exc:  # bad parameters: say why
-            print(f'eval_monitor: cannot start: {exc}', file=sys.stderr)
-            raise SystemExit(1) from None
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args=None):
+    run_node(MonitorNode, 'eval_monitor', (FileExistsError, LookupError, ValueError),
+             threads=2, args=args)
 
 
 if __name__ == '__main__':

@@ -21,17 +21,15 @@ import copy
 import functools
 import importlib
 import queue
-import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from so101_driver.ros_io import run_node
 from so101_driver.qos import COMMAND
 
 from eval_monitor.bag import BagWriter, msg_definition, normalize_type_name, qos_profiles_yaml
@@ -344,23 +342,8 @@ class RecorderNode(Node):
         )
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the recorder until SIGINT/SIGTERM, then close the bag."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = RecorderNode()
-        except (FileExistsError, LookupError, ValueError) as exc:  # bad parameters: say why
-            print(f'so101_recorder: cannot start: {exc}', file=sys.stderr)
-            raise SystemExit(1) from None
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args=None):
+    run_node(RecorderNode, 'so101_recorder', (FileExistsError, LookupError, ValueError), args=args)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,6 @@ is honoured) stops commanding — the arm finishes at most the chunk it has, the
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -29,7 +28,6 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -38,7 +36,6 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
@@ -59,7 +56,7 @@ from so101_driver import qos
 from so101_driver.calibration import CalibrationError
 from so101_driver.images import ImageError, compressed_to_rgb, image_to_rgb
 from so101_driver.joints import JOINT_NAMES, package_root
-from so101_driver.ros_io import diag_status, to_seconds, trajectory_msg
+from so101_driver.ros_io import diag_status, run_node, to_seconds, trajectory_msg
 
 #: diagnostic levels as ints (``so101_driver.ros_io.diag_status`` takes an int)
 OK, WARN, ERROR = (DiagnosticStatus.OK[0], DiagnosticStatus.WARN[0], DiagnosticStatus.ERROR[0])
@@ -442,20 +439,7 @@ def joint_positions(msg: JointState) -> np.ndarray:
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except (CheckpointError, CalibrationError, ValueError) as err:
-        rclpy.logging.get_logger('pi05_policy').fatal(str(err))
-        rclpy.try_shutdown()
-        sys.exit(1)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, 'pi05_policy', (CheckpointError, CalibrationError, ValueError), args=args)
 
 
 if __name__ == '__main__':

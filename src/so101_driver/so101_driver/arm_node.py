@@ -20,7 +20,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -28,7 +27,6 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
@@ -39,7 +37,7 @@ from so101_driver import qos
 from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost, error_names
 from so101_driver.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits, urdf_text
-from so101_driver.ros_io import diag_status, joint_state_msg, trajectory_from_msg
+from so101_driver.ros_io import diag_status, joint_state_msg, run_node, trajectory_from_msg
 from so101_driver.trajectory import (
     ArmController,
     CommandSource,
@@ -409,22 +407,7 @@ class ArmNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = ArmNode()
-    except (CalibrationError, BusError) as err:
-        rclpy.logging.get_logger('so101_arm').fatal(str(err))
-        rclpy.try_shutdown()
-        raise SystemExit(1) from err
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ArmNode, 'so101_arm', (CalibrationError, BusError), threads=2, args=args)
 
 
 if __name__ == '__main__':

@@ -38,7 +38,7 @@ RAD_PER_TICK = 2.0 * math.pi / MAX_RES
 EXPECTED_FORMAT = (
     'a LeRobot calibration JSON object with one entry per joint '
     f'({", ".join(JOINT_NAMES)}), each {{"id": int, "drive_mode": 0 or 1, '
-    '"homing_offset": int, "range_min": int, "range_max": int}} with '
+    '"homing_offset": int, "range_min": int, "range_max": int} with '
     '0 <= range_min < range_max <= 4095 (as written by lerobot-calibrate)'
 )
 

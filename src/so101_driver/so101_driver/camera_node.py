@@ -16,10 +16,8 @@ the header and the delivered image size with all-zero K/R/P ("uncalibrated").
 
 from __future__ import annotations
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -35,7 +33,7 @@ from so101_driver.camera import (
     describe,
 )
 from so101_driver.images import numpy_to_image, rgb_to_compressed
-from so101_driver.ros_io import diag_status
+from so101_driver.ros_io import diag_status, run_node
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
@@ -193,20 +191,8 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = CameraNode()
-    except (CameraError, CameraCalibrationError, ValueError) as err:
-        rclpy.logging.get_logger('so101_camera').fatal(str(err))
-        rclpy.try_shutdown()
-        raise SystemExit(1) from err
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CameraNode, 'so101_camera', (CameraError, CameraCalibrationError, ValueError),
+             args=args)
 
 
 if __name__ == '__main__':

@@ -24,10 +24,8 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -38,7 +36,7 @@ from so101_driver import qos
 from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost
 from so101_driver.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.ros_io import diag_status, trajectory_msg
+from so101_driver.ros_io import diag_status, run_node, trajectory_msg
 from so101_driver.teleop import (
     LeaderToFollower,
     OverrideMode,
@@ -334,22 +332,8 @@ class LeaderNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = LeaderNode()
-    except (CalibrationError, BusError, ValueError) as err:
-        rclpy.logging.get_logger('so101_leader').fatal(str(err))
-        rclpy.try_shutdown()
-        raise SystemExit(1) from err
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(LeaderNode, 'so101_leader', (CalibrationError, BusError, ValueError), threads=2,
+             args=args)
 
 
 if __name__ == '__main__':

@@ -77,3 +77,39 @@ def diag_status(name: str, level: int | bytes, message: str, hardware_id: str,
         level=level if isinstance(level, bytes) else bytes([level]), name=name,
         message=message, hardware_id=hardware_id,
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ...] = (),
+             threads: int = 1, args=None) -> None:
+    """Every node's ``main()`` (the Jazzy form): init, build the node, spin until Ctrl-C,
+    SIGTERM or an external shutdown, then destroy it and shut down.
+
+    An exception in ``startup_errors`` while building (a bad parameter, a missing file, a
+    servo that does not answer) ends the process with one FATAL line naming the problem and
+    exit status 1. ``threads`` > 1 spins a MultiThreadedExecutor (for nodes whose callbacks
+    may block, e.g. a service doing bus I/O beside subscriptions).
+    """
+    import rclpy
+    from rclpy.executors import (
+        ExternalShutdownException,
+        MultiThreadedExecutor,
+        SingleThreadedExecutor,
+    )
+
+    rclpy.init(args=args)
+    try:
+        node = make_node()
+    except startup_errors as err:
+        rclpy.logging.get_logger(name).fatal(str(err))
+        rclpy.try_shutdown()
+        raise SystemExit(1) from err
+    executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                else SingleThreadedExecutor())
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

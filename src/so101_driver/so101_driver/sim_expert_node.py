@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -26,7 +24,7 @@ from trajectory_msgs.msg import JointTrajectory
 from so101_driver import qos
 from so101_driver.eval_topics import PayloadError, SimTruth
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.ros_io import trajectory_msg
+from so101_driver.ros_io import run_node, trajectory_msg
 from so101_driver.sim_expert import ExpertConfig, ScriptedExpert
 
 
@@ -150,15 +148,7 @@ class SimExpertNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = SimExpertNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimExpertNode, 'so101_sim_expert', (ValueError, FileNotFoundError), args=args)
 
 
 if __name__ == '__main__':

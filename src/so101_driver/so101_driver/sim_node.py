@@ -23,7 +23,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import (
@@ -32,7 +31,6 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -44,7 +42,13 @@ from so101_driver import qos
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
 from so101_driver.images import numpy_to_image
 from so101_driver.joints import urdf_text
-from so101_driver.ros_io import diag_status, joint_state_msg, time_msg, trajectory_from_msg
+from so101_driver.ros_io import (
+    diag_status,
+    joint_state_msg,
+    run_node,
+    time_msg,
+    trajectory_from_msg,
+)
 from so101_driver.sim import CAMERA_NAMES, Intrinsics, SimCell, SimConfig, SimRenderer
 from so101_driver.trajectory import CommandSource, Outcome, TrajectoryRejected
 
@@ -373,22 +377,7 @@ class SimNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = SimNode()
-    except (ValueError, FileNotFoundError) as err:
-        rclpy.logging.get_logger('so101_sim').fatal(str(err))
-        rclpy.try_shutdown()
-        raise SystemExit(1) from err
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, 'so101_sim', (ValueError, FileNotFoundError), threads=2, args=args)
 
 
 if __name__ == '__main__':
