@@ -26,10 +26,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from so101_driver.ros_io import run_node
+from so101_driver.ros_io import float_range, run_node
 from so101_driver.qos import COMMAND
 
 from eval_monitor.bag import BagWriter, msg_definition, normalize_type_name, qos_profiles_yaml
@@ -73,9 +73,6 @@ def _descriptor(description: str, **kwargs: Any) -> ParameterDescriptor:
     return ParameterDescriptor(description=description, read_only=True, **kwargs)
 
 
-def _range(low: float, high: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-
 
 class RecorderNode(Node):
     """Record wanted topics into a bag directory until closed."""
@@ -104,22 +101,22 @@ class RecorderNode(Node):
         split_size_mb = self.declare_parameter(
             'split_size_mb', 0.0,
             _descriptor('Start a new bag file after this many MB; 0 = never.',
-                        floating_point_range=_range(0.0, 1e7)),
+                        floating_point_range=float_range(0.0, 1e7)),
         ).value
         split_duration_s = self.declare_parameter(
             'split_duration_s', 0.0,
             _descriptor('Start a new bag file after this many seconds; 0 = never.',
-                        floating_point_range=_range(0.0, 1e7)),
+                        floating_point_range=float_range(0.0, 1e7)),
         ).value
         discovery_period = self.declare_parameter(
             'discovery_period_s', 0.1,
             _descriptor('How often to look for new topics and publishers.',
-                        floating_point_range=_range(0.01, 60.0)),
+                        floating_point_range=float_range(0.01, 60.0)),
         ).value
         stats_period = self.declare_parameter(
             'stats_period_s', 10.0,
             _descriptor('How often to log per-topic message counters; 0 = never.',
-                        floating_point_range=_range(0.0, 3600.0)),
+                        floating_point_range=float_range(0.0, 3600.0)),
         ).value
         compression = self.declare_parameter(
             'compression', 'zstd',
@@ -129,7 +126,7 @@ class RecorderNode(Node):
             'max_queue_mb', 1024.0,
             _descriptor('Most received-but-unwritten data held in memory; beyond it messages '
                         'are dropped and counted (the disk is too slow).',
-                        floating_point_range=_range(1.0, 1e6)),
+                        floating_point_range=float_range(1.0, 1e6)),
         ).value
 
         self._all_topics = bool(all_topics)

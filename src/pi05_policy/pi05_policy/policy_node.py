@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (
-    FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
@@ -56,7 +55,7 @@ from so101_driver import qos
 from so101_driver.calibration import CalibrationError
 from so101_driver.images import ImageError, compressed_to_rgb, image_to_rgb
 from so101_driver.joints import JOINT_NAMES, package_root
-from so101_driver.ros_io import diag_status, run_node, to_seconds, trajectory_msg
+from so101_driver.ros_io import diag_status, float_range, run_node, to_seconds, trajectory_msg
 
 #: diagnostic levels as ints (``so101_driver.ros_io.diag_status`` takes an int)
 OK, WARN, ERROR = (DiagnosticStatus.OK[0], DiagnosticStatus.WARN[0], DiagnosticStatus.ERROR[0])
@@ -95,9 +94,6 @@ def config_path(value: str) -> Path:
     candidate = package_root() / 'config' / path
     return candidate if candidate.exists() else path
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
 
 
 class PolicyNode(Node):
@@ -178,24 +174,24 @@ class PolicyNode(Node):
         declare('tokenizer_path', '', 'Local tokenizer folder replacing the checkpoint\'s Hub '
                 'tokenizer (machines without the Hugging Face cache)')
         declare('limit_margin', 0.0, 'Clip actions this far inside the joint limits (rad)',
-                floating_point_range=_float_range(0, 0.5))
+                floating_point_range=float_range(0, 0.5))
         declare('control_fps', 30.0, 'Control rate of the training data: action k is for '
-                't_obs + k / control_fps', floating_point_range=_float_range(1, 1000))
+                't_obs + k / control_fps', floating_point_range=float_range(1, 1000))
         declare('chunk_mode', 'async', 'sync: infer when the chunk is used up; async: infer '
                 'when less than async_threshold of a chunk remains', read_only=False)
         declare('async_threshold', 0.5, 'async: fraction of a chunk left that triggers the next '
-                'inference', read_only=False, floating_point_range=_float_range(0.01, 1))
+                'inference', read_only=False, floating_point_range=float_range(0.01, 1))
         declare('max_actions_per_chunk', 0, 'Use at most this many actions of a chunk '
                 '(0: all)', read_only=False,
                 integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)])
         declare('min_lead_s', 0.01, 'Actions due sooner than this after publishing are dropped',
-                read_only=False, floating_point_range=_float_range(0, 1))
+                read_only=False, floating_point_range=float_range(0, 1))
         declare('max_image_age_s', 0.5, 'Watchdog: stop commanding when an image is older',
-                read_only=False, floating_point_range=_float_range(0.01, 60))
+                read_only=False, floating_point_range=float_range(0.01, 60))
         declare('max_state_age_s', 0.25, 'Watchdog: stop commanding when the joint state is '
-                'older', read_only=False, floating_point_range=_float_range(0.01, 60))
+                'older', read_only=False, floating_point_range=float_range(0.01, 60))
         declare('status_rate_hz', 2.0, 'policy/status publish rate',
-                floating_point_range=_float_range(0.1, 50))
+                floating_point_range=float_range(0.1, 50))
 
     def _chunking_config(self, **changes) -> ChunkingConfig:
         p = lambda name: changes.get(name, self.get_parameter(name).value)  # noqa: E731

@@ -22,7 +22,6 @@ from collections import deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (
-    FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
@@ -37,7 +36,14 @@ from so101_driver import qos
 from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost, error_names
 from so101_driver.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits, urdf_text
-from so101_driver.ros_io import diag_status, joint_state_msg, run_node, trajectory_from_msg
+from so101_driver.ros_io import (
+    diag_status,
+    float_range,
+    joint_state_msg,
+    log_outcome,
+    run_node,
+    trajectory_from_msg,
+)
 from so101_driver.trajectory import (
     ArmController,
     CommandSource,
@@ -48,9 +54,6 @@ from so101_driver.trajectory import (
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
 
 
 class ArmNode(Node):
@@ -122,32 +125,32 @@ class ArmNode(Node):
         declare('write_calibration', True, 'Write the file\'s homing offsets and limits to the '
                 'servos when they differ (as LeRobot does on connect)', read_only=True)
         declare('control_rate_hz', 100.0, 'Control loop and joint_states rate',
-                read_only=True, floating_point_range=_float_range(1, 1000))
+                read_only=True, floating_point_range=float_range(1, 1000))
         declare('telemetry_rate_hz', 5.0, 'Voltage/temperature/status read rate',
-                read_only=True, floating_point_range=_float_range(0.1, 50))
+                read_only=True, floating_point_range=float_range(0.1, 50))
         declare('diagnostics_rate_hz', 1.0, 'diagnostics publish rate', read_only=True,
-                floating_point_range=_float_range(0.1, 10))
+                floating_point_range=float_range(0.1, 10))
         declare('read_retries', 2, 'Extra attempts of a failed bus read', read_only=True,
                 integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])
         declare('packet_timeout_ms', 20.0, 'Wait for a reply beyond its wire time (ms); raise '
                 'it for USB adapters with a high latency timer or a loaded host',
-                read_only=True, floating_point_range=_float_range(1, 1000))
+                read_only=True, floating_point_range=float_range(1, 1000))
         declare('persistent_failure_ticks', 10, 'Failed ticks in a row that count as a '
                 'persistent failure (ERROR)', integer_range=[
                     IntegerRange(from_value=1, to_value=1000, step=1)])
         declare('reconnect_period_s', 1.0, 'How often to re-open a vanished port',
-                floating_point_range=_float_range(0.05, 60))
+                floating_point_range=float_range(0.05, 60))
         declare('max_relative_target', 0.2, 'Max |goal - present| per joint per tick (rad)',
-                floating_point_range=_float_range(0.001, 1.0))
+                floating_point_range=float_range(0.001, 1.0))
         declare('max_jump', 0.35, 'Max distance of a trajectory\'s first point from the '
-                'present position (rad)', floating_point_range=_float_range(0.001, 3.2))
+                'present position (rad)', floating_point_range=float_range(0.001, 3.2))
         declare('limit_margin', 0.0, 'Shrink the joint limits by this much on each side (rad)',
-                read_only=True, floating_point_range=_float_range(0, 0.5))
+                read_only=True, floating_point_range=float_range(0, 0.5))
         declare('torque_on_start', True, 'Enable torque (holding the present position) at start',
                 read_only=True)
         declare('disable_torque_on_shutdown', True, 'Torque off when the node stops')
         declare('stall_torque_nm', 1.96, 'Servo stall torque for effort = load fraction x this '
-                '(STS3215 7.4 V: 19.5 kg.cm)', floating_point_range=_float_range(0.1, 10))
+                '(STS3215 7.4 V: 19.5 kg.cm)', floating_point_range=float_range(0.1, 10))
         declare('mesh_uri', 'package', "Mesh URIs in robot_description: 'package' "
                 "(package://so101_driver/...) or 'file' (absolute file:// paths)", read_only=True)
 
@@ -179,7 +182,7 @@ class ArmNode(Node):
             changed = self.bus.configure(self.calibration.motors,
                                          self.get_parameter('write_calibration').value)
             for line in changed:
-                self.get_logger().warn(f'calibration written to servo EEPROM: {line}')
+                self.get_logger().warning(f'calibration written to servo EEPROM: {line}')
             state = self.bus.read_fast()
             present = self.calibration.ticks_to_radians(state.position)
             self.bus.write_goals(state.position)
@@ -266,7 +269,7 @@ class ArmNode(Node):
             self._present = present
             if self._failed_ticks:
                 if self._hold_after_recovery:
-                    self.get_logger().warn('bus reads recovered; holding the present position')
+                    self.get_logger().warning('bus reads recovered; holding the present position')
                     self.controller.hold_present(present, now)
                     self._hold_after_recovery = False
                     self._status_line = 'recovered'
@@ -281,7 +284,7 @@ class ArmNode(Node):
             try:
                 self._telemetry = self.bus.read_telemetry()
             except BusError as err:
-                self.get_logger().warn(f'telemetry read failed: {err}',
+                self.get_logger().warning(f'telemetry read failed: {err}',
                                        throttle_duration_sec=5.0)
 
     # -- callbacks ---------------------------------------------------------------
@@ -289,7 +292,7 @@ class ArmNode(Node):
         now = self._now()
         with self._lock:
             if not self._torque_on:
-                self.get_logger().warn(f'{source.value} trajectory ignored: torque is off',
+                self.get_logger().warning(f'{source.value} trajectory ignored: torque is off',
                                        throttle_duration_sec=2.0)
                 self.controller.counters.ignored[source.value] += 1
                 return
@@ -298,12 +301,7 @@ class ArmNode(Node):
                     source, trajectory_from_msg(msg), now, self._present)
             except TrajectoryRejected as err:
                 outcome, text = Outcome.REJECTED, self.controller.record_rejection(source, err)
-        if outcome is Outcome.REJECTED:
-            self.get_logger().error(text)
-        elif outcome is Outcome.IGNORED:
-            self.get_logger().warn(text, throttle_duration_sec=2.0)
-        else:
-            self.get_logger().debug(text)
+        log_outcome(self.get_logger(), outcome, text)
 
     def _on_override(self, msg: Bool):
         with self._lock:

@@ -17,7 +17,7 @@ the header and the delivered image size with all-zero K/R/P ("uncalibrated").
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -33,13 +33,10 @@ from so101_driver.camera import (
     describe,
 )
 from so101_driver.images import numpy_to_image, rgb_to_compressed
-from so101_driver.ros_io import diag_status, run_node
+from so101_driver.ros_io import diag_status, float_range, run_node
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
 
 
 def _int_range(lo, hi):
@@ -105,7 +102,7 @@ class CameraNode(Node):
         declare('height', 480, 'Requested frame height (devices; 0 = device default)',
                 integer_range=_int_range(0, 8192))
         declare('fps', 30.0, 'Requested device frame rate; rate of a file that does not state '
-                'its own', floating_point_range=_float_range(0, 1000))
+                'its own', floating_point_range=float_range(0, 1000))
         declare('fourcc', '', 'Requested device pixel format (MJPG, YUYV; empty = default)')
         declare('frame_id', '', 'header.frame_id of images and camera_info '
                 '(empty = <camera_name>_camera_optical_frame)')
@@ -115,9 +112,9 @@ class CameraNode(Node):
         declare('jpeg_quality', 90, 'JPEG quality of image_raw/compressed',
                 integer_range=_int_range(1, 100))
         declare('reconnect_period_s', 1.0, 'How often a lost camera is re-opened',
-                floating_point_range=_float_range(0.05, 60))
+                floating_point_range=float_range(0.05, 60))
         declare('diagnostics_rate_hz', 1.0, 'diagnostics publish rate',
-                floating_point_range=_float_range(0.1, 10))
+                floating_point_range=float_range(0.1, 10))
 
     # -- capture thread side -----------------------------------------------------
     def _camera_info(self, frame: Frame) -> CameraInfo:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -36,7 +36,7 @@ from so101_driver import qos
 from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost
 from so101_driver.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.ros_io import diag_status, run_node, trajectory_msg
+from so101_driver.ros_io import diag_status, float_range, run_node, trajectory_msg
 from so101_driver.teleop import (
     LeaderToFollower,
     OverrideMode,
@@ -48,9 +48,6 @@ from so101_driver.teleop import (
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
 
 
 class LeaderNode(Node):
@@ -131,42 +128,42 @@ class LeaderNode(Node):
         declare('write_calibration', True, 'Write the file\'s homing offsets and limits to the '
                 'leader\'s servos when they differ (as LeRobot does on connect)')
         declare('control_rate_hz', 50.0, 'Leader read and teleop trajectory rate',
-                floating_point_range=_float_range(1, 500))
+                floating_point_range=float_range(1, 500))
         declare('read_retries', 2, 'Extra attempts of a failed bus read',
                 integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])
         declare('packet_timeout_ms', 20.0, 'Wait for a reply beyond its wire time (ms); raise '
                 'it for USB adapters with a high latency timer or a loaded host',
-                floating_point_range=_float_range(1, 1000))
+                floating_point_range=float_range(1, 1000))
         declare('reconnect_period_s', 1.0, 'How often a vanished leader port is re-opened',
-                floating_point_range=_float_range(0.05, 60))
+                floating_point_range=float_range(0.05, 60))
         declare('override_mode', OverrideMode.MANUAL.value, 'Who raises teleop/override: '
                 "'manual' (~/set_override, the console) or 'distance' (leader moved away "
                 'from the follower)')
         declare('takeover_threshold_rad', 0.25, "distance mode: override raised when the "
                 'leader is further than this from the follower on any joint (rad)',
-                floating_point_range=_float_range(0.01, 3.0))
+                floating_point_range=float_range(0.01, 3.0))
         declare('leader_motion_threshold_rad', 0.05, 'distance mode: ... and the leader moved '
                 'more than this since it last rested (rad; 0 = distance alone)',
-                floating_point_range=_float_range(0.0, 3.0))
+                floating_point_range=float_range(0.0, 3.0))
         declare('release_threshold_rad', 0.08, 'distance mode: override released when every '
                 'joint stays within this of the follower ... (rad)',
-                floating_point_range=_float_range(0.005, 3.0))
+                floating_point_range=float_range(0.005, 3.0))
         declare('release_hold_s', 1.0, 'distance mode: ... for this long (s)',
-                floating_point_range=_float_range(0.0, 60.0))
+                floating_point_range=float_range(0.0, 60.0))
         declare('override_period_s', 1.0, 'teleop/override is re-sent this often (s)',
-                floating_point_range=_float_range(0.05, 60.0))
+                floating_point_range=float_range(0.05, 60.0))
         declare('max_jump', 0.3, 'First teleop point at most this far from the follower per '
                 'joint (rad); keep below the arm\'s max_jump (0.35)',
-                floating_point_range=_float_range(0.01, 3.0))
+                floating_point_range=float_range(0.01, 3.0))
         declare('lookahead_s', 0.1, 'time_from_start of the first teleop point (s)',
-                floating_point_range=_float_range(0.01, 2.0))
+                floating_point_range=float_range(0.01, 2.0))
         declare('catchup_velocity_rad_s', 1.0, 'Speed of the second point when the leader is '
                 'beyond max_jump from the follower (rad/s)',
-                floating_point_range=_float_range(0.05, 10.0))
+                floating_point_range=float_range(0.05, 10.0))
         declare('follower_timeout_s', 0.5, 'Follower joint_states older than this count as '
-                'unknown (s)', floating_point_range=_float_range(0.05, 10.0))
+                'unknown (s)', floating_point_range=float_range(0.05, 10.0))
         declare('diagnostics_rate_hz', 1.0, 'diagnostics publish rate',
-                floating_point_range=_float_range(0.1, 10))
+                floating_point_range=float_range(0.1, 10))
 
     # -- bus -------------------------------------------------------------------------
     def _connect(self, first: bool = False) -> bool:

@@ -9,7 +9,7 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.trajectory import RejectReason, Trajectory, TrajectoryRejected
+from so101_driver.trajectory import Outcome, RejectReason, Trajectory, TrajectoryRejected
 
 
 def to_seconds(stamp: Time | Duration) -> float:
@@ -113,3 +113,21 @@ def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ..
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def float_range(lo: float, hi: float) -> list:
+    """``floating_point_range`` of a ParameterDescriptor: any value in [lo, hi]."""
+    from rcl_interfaces.msg import FloatingPointRange
+
+    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+
+
+def log_outcome(logger, outcome: Outcome, text: str) -> None:
+    """Log a trajectory's fate as the arm and the sim do: rejected = ERROR, ignored (its
+    source is not in control) = throttled WARN, accepted = DEBUG."""
+    if outcome is Outcome.REJECTED:
+        logger.error(text)
+    elif outcome is Outcome.IGNORED:
+        logger.warning(text, throttle_duration_sec=2.0)
+    else:
+        logger.debug(text)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -24,12 +24,9 @@ from trajectory_msgs.msg import JointTrajectory
 from so101_driver import qos
 from so101_driver.eval_topics import PayloadError, SimTruth
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.ros_io import run_node, trajectory_msg
+from so101_driver.ros_io import float_range, run_node, trajectory_msg
 from so101_driver.sim_expert import ExpertConfig, ScriptedExpert
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
 
 
 class SimExpertNode(Node):
@@ -74,22 +71,22 @@ class SimExpertNode(Node):
         declare('seed', 0, 'Seed of every noise draw',
                 integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)])
         declare('grasp_xy_noise_m', 0.008, 'Std of the horizontal grasp-point error (m)',
-                floating_point_range=_float_range(0, 0.1))
+                floating_point_range=float_range(0, 0.1))
         declare('grasp_z_noise_m', 0.006, 'Std of the grasp height error (m)',
-                floating_point_range=_float_range(0, 0.1))
+                floating_point_range=float_range(0, 0.1))
         declare('close_timing_noise_s', 0.3, 'Std of when the jaws close relative to the end '
                 'of the descent (s; early closes grasp high)',
-                floating_point_range=_float_range(0, 5))
+                floating_point_range=float_range(0, 5))
         declare('speed_noise', 0.2, 'Relative std of every segment duration',
-                floating_point_range=_float_range(0, 1))
+                floating_point_range=float_range(0, 1))
         declare('reaction_delay_s', 0.2, 'Age of the ground truth the expert acts on (s)',
-                floating_point_range=_float_range(0, 5))
+                floating_point_range=float_range(0, 5))
         declare('chunk_period_s', 0.25, 'How often a chunk is published (node clock, s)',
-                floating_point_range=_float_range(0.02, 5))
+                floating_point_range=float_range(0.02, 5))
         declare('chunk_horizon_s', 1.0, 'Length of each chunk (s)',
-                floating_point_range=_float_range(0.05, 10))
+                floating_point_range=float_range(0.05, 10))
         declare('chunk_dt_s', 0.05, 'Spacing of the points of a chunk (s)',
-                floating_point_range=_float_range(0.005, 1))
+                floating_point_range=float_range(0.005, 1))
         declare('auto_reset', True, 'Call sim/reset when an attempt ends or times out')
         declare('max_episodes', 0, 'Stop commanding after this many attempts; 0 = no limit',
                 integer_range=[IntegerRange(from_value=0, to_value=1_000_000, step=1)])

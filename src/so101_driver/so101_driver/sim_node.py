@@ -26,7 +26,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import (
-    FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
@@ -44,7 +43,9 @@ from so101_driver.images import numpy_to_image
 from so101_driver.joints import urdf_text
 from so101_driver.ros_io import (
     diag_status,
+    float_range,
     joint_state_msg,
+    log_outcome,
     run_node,
     time_msg,
     trajectory_from_msg,
@@ -55,9 +56,6 @@ from so101_driver.trajectory import CommandSource, Outcome, TrajectoryRejected
 # ints: ros_io.diag_status packs the level with bytes([level]); the message constants are bytes
 OK, WARN = ord(DiagnosticStatus.OK), ord(DiagnosticStatus.WARN)
 
-
-def _float_range(lo, hi):
-    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
 
 
 def camera_info_msg(intr: Intrinsics, stamp, frame_id: str) -> CameraInfo:
@@ -146,16 +144,16 @@ class SimNode(Node):
         declare('seed', 0, 'Seed of the cube placements (same seed, same sequence)',
                 integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)])
         declare('real_time_factor', 1.0, 'Sim seconds per wall second to aim for; 0 = as fast '
-                'as possible', read_only=False, floating_point_range=_float_range(0, 1000))
+                'as possible', read_only=False, floating_point_range=float_range(0, 1000))
         declare('control_rate_hz', 100.0, 'Control loop and joint_states rate (sim time)',
-                floating_point_range=_float_range(10, 1000))
+                floating_point_range=float_range(10, 1000))
         declare('max_relative_target', 0.2, 'Max |goal - present| per joint per tick (rad)',
-                read_only=False, floating_point_range=_float_range(0.001, 1.0))
+                read_only=False, floating_point_range=float_range(0.001, 1.0))
         declare('max_jump', 0.35, 'Max distance of a trajectory\'s first point from the '
                 'present position (rad)', read_only=False,
-                floating_point_range=_float_range(0.001, 3.2))
+                floating_point_range=float_range(0.001, 3.2))
         declare('limit_margin', 0.0, 'Shrink the URDF joint limits by this much on each side '
-                '(rad)', floating_point_range=_float_range(0, 0.5))
+                '(rad)', floating_point_range=float_range(0, 0.5))
         declare('cube_x_range', [0.17, 0.26], 'Cube centre x at reset, [low, high] (m, base '
                 'frame, x forward)')
         declare('cube_y_range', [-0.12, 0.06], 'Cube centre y at reset, [low, high] (m)')
@@ -167,16 +165,16 @@ class SimNode(Node):
         declare('camera_height', 224, 'Rendered image height (px)',
                 integer_range=[IntegerRange(from_value=16, to_value=1080, step=1)])
         declare('camera_rate_hz', 10.0, 'Image rate per camera in sim time; 0 = no rendering',
-                floating_point_range=_float_range(0, 100))
+                floating_point_range=float_range(0, 100))
         declare('clock_rate_hz', 100.0, '/clock rate in sim time (at most control_rate_hz)',
-                floating_point_range=_float_range(1, 1000))
+                floating_point_range=float_range(1, 1000))
         declare('truth_rate_hz', 50.0, 'sim/truth and sim/cube_pose rate in sim time',
-                floating_point_range=_float_range(1, 1000))
+                floating_point_range=float_range(1, 1000))
         declare('diagnostics_rate_hz', 1.0, 'diagnostics rate (wall clock)',
-                floating_point_range=_float_range(0.1, 10))
+                floating_point_range=float_range(0.1, 10))
         declare('episode_mark_wait_s', 5.0, 'Wait this long (wall time) at start for an '
                 'eval/episode subscriber before the first START mark and the first step',
-                read_only=True, floating_point_range=_float_range(0.0, 60.0))
+                read_only=True, floating_point_range=float_range(0.0, 60.0))
         declare('publish_episode_marks', True, 'Publish eval/episode END (success = cube in '
                 'bowl) and START marks on every reset', read_only=False)
         declare('mesh_uri', 'package', "Mesh URIs in robot_description: 'package' or 'file'")
@@ -288,12 +286,7 @@ class SimNode(Node):
             except TrajectoryRejected as err:
                 outcome = Outcome.REJECTED
                 text = self.cell.controller.record_rejection(source, err)
-        if outcome is Outcome.REJECTED:
-            self.get_logger().error(text)
-        elif outcome is Outcome.IGNORED:
-            self.get_logger().warning(text, throttle_duration_sec=2.0)
-        else:
-            self.get_logger().debug(text)
+        log_outcome(self.get_logger(), outcome, text)
 
     def _on_override(self, msg: Bool):
         with self._lock:
