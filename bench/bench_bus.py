@@ -49,8 +49,8 @@ def period_stats(periods: list[float]) -> dict[str, float]:
 
 def wire_bound() -> dict[str, float]:
     """Bytes on the wire for one tick and the rate 1 Mbps allows (10 bits per byte)."""
-    from so101_driver import control_table as ct
-    from so101_driver.emulator import instruction_packet, status_packet
+    from so101_driver.feetech import control_table as ct
+    from so101_driver.feetech.emulator import instruction_packet, status_packet
 
     start, length = ct.PRESENT_POSITION.address, 6  # position, velocity, load
     request = instruction_packet(ct.BROADCAST_ID, ct.Instruction.SYNC_READ,
@@ -71,8 +71,7 @@ class RawLoop:
     def __init__(self, port: str):
         import scservo_sdk as scs
 
-        from so101_driver import control_table as ct
-
+        from so101_driver.feetech import control_table as ct
         self.scs, self.ct = scs, ct
         self.ph = scs.PortHandler(port)
         if not self.ph.openPort() or not self.ph.setBaudRate(BAUD):
@@ -115,8 +114,8 @@ class DriverLoop:
     """The arm node's per-tick bus work, without ROS: read, convert, convert back, write."""
 
     def __init__(self, port: str, cal_path: str):
-        from so101_driver.bus import BusConfig, BusError, FeetechBus
-        from so101_driver.calibration import ArmCalibration
+        from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus
+        from so101_driver.feetech.calibration import ArmCalibration
 
         self.error = BusError
         self.cal = ArmCalibration.from_file(cal_path)
@@ -176,7 +175,7 @@ def bench_node(port: str, cal_path: str, seconds: float) -> dict:
     from sensor_msgs.msg import JointState
 
     from so101_driver import qos
-    from so101_driver.arm_node import ArmNode
+    from so101_driver.arm.arm_node import ArmNode
 
     rate = 100.0
     received: list[tuple[float, float]] = []  # (receive time, header stamp)
@@ -241,8 +240,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
-    from so101_driver.demo import DEMO_CALIBRATION, DEMO_CALIBRATION_FILE, emulator_calibration
-    from so101_driver.emulator import EmulatorProcess
+    from so101_driver.arm.driver_demo import DEMO_CALIBRATION, DEMO_CALIBRATION_FILE, emulator_calibration
+    from so101_driver.feetech.emulator import EmulatorProcess
 
     cal_path = str(DEMO_CALIBRATION_FILE)
     with EmulatorProcess(ids=IDS) as emulator:

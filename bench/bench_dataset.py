@@ -48,7 +48,7 @@ CALIBRATION = ROOT / 'config' / 'calibration' / 'so101_demo.json'
 FPS = 30
 WIDTH, HEIGHT = 640, 480
 T0 = 1_700_000_000.0
-#: stages counted as image work (see eval_monitor.dataset.write_bag)
+#: stages counted as image work (see pi05_policy.dataset.write_bag)
 IMAGE_STAGES = ('image_decode', 'lerobot_add_frame', 'lerobot_save_episode')
 VARIANTS = {
     'video_svtav1': dict(video=True, vcodec='libsvtav1', streaming=True, jpeg=False),
@@ -137,7 +137,7 @@ def cpu_seconds() -> float:
 
 
 def run_variant(bag: Path, out: Path, name: str, options: dict) -> dict:
-    from eval_monitor.dataset import ConversionConfig, convert
+    from pi05_policy.dataset import ConversionConfig, convert
 
     config = ConversionConfig(
         bags=[bag], root=out / name, calibration_file=CALIBRATION, fps=FPS,

@@ -1,4 +1,4 @@
-"""Benchmark: the MuJoCo cell's speed (so101_driver.sim), in-process, no ROS.
+"""Benchmark: the MuJoCo cell's speed (so101_driver.sim.cell), in-process, no ROS.
 
 1. physics + control without rendering: ``SimCell.step`` (ArmController goal at 100 Hz,
    5 physics steps of 2 ms) with the arm holding, and with the scripted expert running
@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from so101_driver.sim import CAMERA_NAMES, SimCell, SimConfig, SimRenderer
-from so101_driver.sim_expert import ExpertConfig, ScriptedExpert, run_episodes
+from so101_driver.sim.cell import CAMERA_NAMES, SimCell, SimConfig
+from so101_driver.sim.renderer import SimRenderer
+from so101_driver.sim.expert import ExpertConfig, ScriptedExpert, run_episodes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / 'bench' / 'results' / 'bench_sim.json'

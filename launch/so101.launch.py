@@ -2,7 +2,7 @@
 
     ros2 launch so101_driver so101.launch.py hardware:=sim policy:=expert record:=true
 
-Which nodes start, with which YAML files, comes from ``so101_driver.bringup`` — the same plan
+Which nodes start, with which YAML files, comes from ``so101_driver.bringup.plan`` — the same plan
 that ``so101 up`` runs on machines without ``ros2 launch`` — so the two cannot drift.
 Invalid argument values fail at start with the list of valid ones.
 """
@@ -12,7 +12,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from so101_driver import bringup
+from so101_driver.bringup import plan as bringup
 from so101_driver.joints import package_root, urdf_text
 
 

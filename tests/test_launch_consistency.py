@@ -5,7 +5,7 @@ small recording stand-ins for the few classes they use. That still executes the 
 launch-file code: every argument it declares, every node it would start, every file it
 passes. Each executable must be a console script of its package (what ``ros2 run`` finds
 after ``colcon build``), each parameter file must exist with a section for its node, and the
-node list must equal ``so101_driver.bringup.plan`` (what ``so101 up`` starts).
+node list must equal ``so101_driver.bringup.plan.plan`` (what ``so101 up`` starts).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from so101_driver import bringup
-
+from so101_driver.bringup import plan as bringup
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_DIR = ROOT / 'launch'
 #: Executables that come from a ROS 2 install, not from this suite.

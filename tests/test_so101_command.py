@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from so101_driver import bringup
+from so101_driver.bringup import plan as bringup
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,9 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
         (f'share/{package_name}', ['package.xml']),
     ],
+    # no torch, no LeRobot: evaluation runs on a machine without them
     install_requires=['setuptools', 'numpy', 'scipy', 'matplotlib', 'pyyaml', 'mcap',
-                      'mcap-ros2-support'],
+                      'mcap-ros2-support', 'so101_driver'],
     extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
@@ -26,7 +27,6 @@ setup(
             'so101-eval = eval_monitor.offline:main',
             'so101-compare = eval_monitor.compare:main',
             'so101-console = eval_monitor.console:main',
-            'so101-dataset = eval_monitor.dataset:main',
         ],
     },
 )

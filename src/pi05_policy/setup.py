@@ -10,7 +10,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{package_name}']),
         (f'share/{package_name}', ['package.xml']),
     ],
-    install_requires=['setuptools', 'numpy', 'so101_driver'],
+    install_requires=['setuptools', 'numpy', 'so101_driver', 'eval_monitor', 'lerobot'],
     extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='SO-101 Pi0.5 suite maintainers',
@@ -21,6 +21,7 @@ setup(
     entry_points={
         'console_scripts': [
             'pi05_policy = pi05_policy.policy_node:main',
+            'so101-dataset = pi05_policy.dataset:main',
         ],
     },
 )

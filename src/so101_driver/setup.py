@@ -39,14 +39,14 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'so101_arm = so101_driver.arm_node:main',
-            'so101-servo-emulator = so101_driver.emulator:main',
-            'so101-driver-demo = so101_driver.demo:main',
-            'so101_camera = so101_driver.camera_node:main',
-            'so101_sim = so101_driver.sim_node:main',
-            'so101_sim_expert = so101_driver.sim_expert_node:main',
-            'so101_leader = so101_driver.leader_node:main',
-            'so101 = so101_driver.cli:main',
+            'so101_arm = so101_driver.arm.arm_node:main',
+            'so101-servo-emulator = so101_driver.feetech.emulator:main',
+            'so101-driver-demo = so101_driver.arm.driver_demo:main',
+            'so101_camera = so101_driver.cameras.camera_node:main',
+            'so101_sim = so101_driver.sim.sim_node:main',
+            'so101_sim_expert = so101_driver.sim.expert_node:main',
+            'so101_leader = so101_driver.teleop.leader_node:main',
+            'so101 = so101_driver.bringup.cli:main',
         ],
     },
 )

@@ -547,9 +547,9 @@ def test_detector_agrees_with_the_simulated_cell():
     """Default thresholds on the MuJoCo cell: the scripted expert's grasps, misses and drops
     (judged by ground truth) are what the detector reports, and truth agreement is total."""
     pytest.importorskip('mujoco')
-    from so101_driver.sim import SimCell, SimConfig
-    from so101_driver.sim_expert import AttemptOutcome, ExpertConfig, ScriptedExpert
-    from so101_driver.trajectory import CommandSource
+    from so101_driver.sim.cell import SimCell, SimConfig
+    from so101_driver.sim.expert import AttemptOutcome, ExpertConfig, ScriptedExpert
+    from so101_driver.arm.trajectory import CommandSource
 
     cell = SimCell(SimConfig(seed=1))
     expert = ScriptedExpert(ExpertConfig(seed=1, grasp_xy_noise_m=0.012))

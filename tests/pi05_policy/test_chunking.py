@@ -10,7 +10,7 @@ from pi05_policy.chunking import (
     time_chunk,
 )
 from so101_driver.joints import JOINT_NAMES, urdf_limits
-from so101_driver.trajectory import ExecutorConfig, Trajectory, TrajectoryExecutor
+from so101_driver.arm.trajectory import ExecutorConfig, Trajectory, TrajectoryExecutor
 
 FPS = 30.0
 

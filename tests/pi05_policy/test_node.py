@@ -18,7 +18,7 @@ from pi05_policy.checkpoints import DEMO_TASK
 from pi05_policy.policy_node import PolicyNode
 from pi05_policy.runtime import CheckpointError, command_limits
 from so101_driver import qos
-from so101_driver.calibration import ArmCalibration
+from so101_driver.feetech.calibration import ArmCalibration
 from so101_driver.images import numpy_to_image, rgb_to_compressed
 from so101_driver.joints import JOINT_NAMES
 from so101_driver.ros_io import joint_state_msg, time_msg, to_seconds

@@ -8,7 +8,7 @@ from lerobot.motors import Motor, MotorCalibration, MotorNormMode
 from lerobot.motors.feetech import FeetechMotorsBus
 
 from pi05_policy.runtime import PolicyRuntime, RuntimeConfig
-from so101_driver.calibration import NormMode
+from so101_driver.feetech.calibration import NormMode
 from so101_driver.joints import JOINT_NAMES
 
 LR_MODES = {NormMode.DEGREES: MotorNormMode.DEGREES,

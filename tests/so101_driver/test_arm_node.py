@@ -19,11 +19,11 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
-from so101_driver.arm_node import ArmNode
-from so101_driver.bus import ServoNotFound
-from so101_driver.calibration import ArmCalibration, CalibrationError, parse_calibration
-from so101_driver.demo import DEMO_CALIBRATION, chunk, emulator_calibration
-from so101_driver.emulator import EmulatorProcess
+from so101_driver.arm.arm_node import ArmNode
+from so101_driver.feetech.bus import ServoNotFound
+from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, parse_calibration
+from so101_driver.arm.driver_demo import DEMO_CALIBRATION, chunk, emulator_calibration
+from so101_driver.feetech.emulator import EmulatorProcess
 from so101_driver.joints import JOINT_NAMES
 from so101_driver.ros_io import trajectory_msg
 from tests.helpers import wait_for

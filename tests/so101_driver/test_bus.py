@@ -7,10 +7,10 @@ One emulator child process serves the module; every test starts from its factory
 import numpy as np
 import pytest
 
-from so101_driver import control_table as ct
-from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost, ServoNotFound
-from so101_driver.calibration import parse_calibration
-from so101_driver.emulator import EmulatorProcess
+from so101_driver.feetech import control_table as ct
+from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost, ServoNotFound
+from so101_driver.feetech.calibration import parse_calibration
+from so101_driver.feetech.emulator import EmulatorProcess
 from so101_driver.joints import JOINT_NAMES
 from tests.helpers import wait_for
 

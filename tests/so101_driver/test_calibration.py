@@ -8,7 +8,7 @@ import pytest
 from lerobot.motors import Motor, MotorCalibration as LRCalibration, MotorNormMode
 from lerobot.motors.feetech import FeetechMotorsBus
 
-from so101_driver.calibration import (
+from so101_driver.feetech.calibration import (
     ArmCalibration,
     CalibrationError,
     NormMode,

@@ -91,7 +91,7 @@ class Collector:
 
 def make_camera(ros_context, **params):
     from rclpy.parameter import Parameter
-    from so101_driver.camera_node import CameraNode
+    from so101_driver.cameras.camera_node import CameraNode
 
     params.setdefault('camera_name', 'front')
     overrides = [Parameter(k, value=v) for k, v in params.items()]
@@ -191,7 +191,7 @@ def test_without_calibration_file_camera_info_is_size_only_with_zero_intrinsics(
     (97, '/dev/video97'),  # an integer parameter works as well as "97"
 ])
 def test_missing_device_fails_at_start_with_an_error_naming_it(ros_context, source, named):
-    from so101_driver.camera import CameraError
+    from so101_driver.cameras.camera import CameraError
 
     with pytest.raises(CameraError) as err:
         make_camera(ros_context, source=source)
@@ -201,7 +201,7 @@ def test_missing_device_fails_at_start_with_an_error_naming_it(ros_context, sour
 
 
 def test_missing_video_file_fails_with_an_error_naming_it(tmp_path):
-    from so101_driver.camera import CameraConfig, CameraError, open_capture
+    from so101_driver.cameras.camera import CameraConfig, CameraError, open_capture
 
     path = tmp_path / 'nope.avi'
     with pytest.raises(CameraError, match=f'{path}.*does not exist'):
@@ -246,7 +246,7 @@ def test_vanished_file_gives_error_diagnostics_no_frames_then_reconnects(
 
 
 def test_camera_calibration_yaml_errors_name_the_field(tmp_path):
-    from so101_driver.camera import CameraCalibration, CameraCalibrationError
+    from so101_driver.cameras.camera import CameraCalibration, CameraCalibrationError
 
     bad = dict(CALIBRATION, camera_matrix={'rows': 3, 'cols': 3, 'data': [1.0, 2.0]})
     path = tmp_path / 'bad.yaml'
@@ -260,7 +260,7 @@ def test_camera_calibration_yaml_errors_name_the_field(tmp_path):
 def test_example_camera_info_file_in_config_parses():
     from pathlib import Path
 
-    from so101_driver.camera import CameraCalibration
+    from so101_driver.cameras.camera import CameraCalibration
 
     folder = Path(__file__).resolve().parents[2] / 'config' / 'camera_info'
     files = sorted(folder.glob('*.yaml'))
@@ -271,7 +271,7 @@ def test_example_camera_info_file_in_config_parses():
 
 
 def test_source_kind_tells_index_device_and_file_apart():
-    from so101_driver.camera import SourceKind, source_kind
+    from so101_driver.cameras.camera import SourceKind, source_kind
 
     assert source_kind('0') is SourceKind.DEVICE_INDEX
     assert source_kind('/dev/v4l/by-id/usb-x-video-index0') is SourceKind.DEVICE_PATH
@@ -279,7 +279,7 @@ def test_source_kind_tells_index_device_and_file_apart():
 
 
 def test_camera_config_rejects_bad_fourcc():
-    from so101_driver.camera import CameraConfig
+    from so101_driver.cameras.camera import CameraConfig
 
     with pytest.raises(ValueError, match='fourcc'):
         CameraConfig(source='0', fourcc='MJPEG')

@@ -17,9 +17,9 @@ import tty
 
 import pytest
 
-from so101_driver import control_table as ct
+from so101_driver.feetech import control_table as ct
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.emulator import (
+from so101_driver.feetech.emulator import (
     EmulatorConfig,
     EmulatorServer,
     ServoBus,
@@ -425,7 +425,7 @@ def test_cli_prints_its_port_serves_it_and_stops_on_sigterm(tmp_path):
            for i, name in enumerate(JOINT_NAMES)}
     (tmp_path / 'cal.json').write_text(json.dumps(cal))
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'so101_driver.emulator', '--error-bits', '2:voltage|overheat',
+        [sys.executable, '-m', 'so101_driver.feetech.emulator', '--error-bits', '2:voltage|overheat',
          '--calibration', str(tmp_path / 'cal.json'), '--link', str(link)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -457,7 +457,7 @@ def test_cli_prints_its_port_serves_it_and_stops_on_sigterm(tmp_path):
     (['--calibration', '/nonexistent/cal.json'], 'does not exist'),
 ])
 def test_cli_rejects_bad_arguments_with_a_clear_message(args, message):
-    result = subprocess.run([sys.executable, '-m', 'so101_driver.emulator', *args],
+    result = subprocess.run([sys.executable, '-m', 'so101_driver.feetech.emulator', *args],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, f'expected argparse exit 2, got {result.returncode}'
     assert message in result.stderr, f'expected {message!r} in {result.stderr!r}'

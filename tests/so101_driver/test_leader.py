@@ -11,8 +11,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from so101_driver import control_table as ct
-from so101_driver.calibration import RAD_PER_TICK, ArmCalibration, parse_calibration
+from so101_driver.feetech import control_table as ct
+from so101_driver.feetech.calibration import RAD_PER_TICK, ArmCalibration, parse_calibration
 from so101_driver.joints import JOINT_NAMES
 from tests.helpers import wait_for
 
@@ -41,7 +41,7 @@ def mid_ticks() -> np.ndarray:
 
 @pytest.fixture(scope='module')
 def emulator():
-    from so101_driver.emulator import EmulatorProcess
+    from so101_driver.feetech.emulator import EmulatorProcess
 
     emu = EmulatorProcess(ids=(1, 2, 3, 4, 5, 6))
     emu.start()
@@ -120,7 +120,7 @@ class Probe:
 
 def make_leader(ros_context, port, calibration_file, **params):
     from rclpy.parameter import Parameter
-    from so101_driver.leader_node import LeaderNode
+    from so101_driver.teleop.leader_node import LeaderNode
 
     # 100 ms reply timeout: the emulator shares two loaded cores with the test (as the arm
     # node tests do); the 20 ms default is for a real adapter
@@ -274,7 +274,7 @@ def test_override_is_latched_and_resent_and_refused_by_hand_in_distance_mode(
 def test_leader_torque_is_never_enabled_and_no_follower_gains_are_written(
         ros_context, spinner, leader_bus, leader_factory):
     from std_srvs.srv import SetBool
-    from so101_driver.bus import FeetechBus
+    from so101_driver.feetech.bus import FeetechBus
 
     emulator, cal_file = leader_bus
     emulator.call('set_register', 2, 'phase', 0x1C)  # angle-feedback bit set: must be cleared
@@ -354,7 +354,7 @@ def test_vanished_leader_port_stops_teleop_keeps_override_and_reconnects(
 
 
 def test_missing_leader_port_fails_at_start_naming_it(ros_context, tmp_path):
-    from so101_driver.bus import PortLost
+    from so101_driver.feetech.bus import PortLost
 
     cal = tmp_path / 'leader.json'
     cal.write_text(json.dumps(LEADER_CALIBRATION))
@@ -364,7 +364,7 @@ def test_missing_leader_port_fails_at_start_naming_it(ros_context, tmp_path):
 
 # -- core, no ROS -------------------------------------------------------------------------
 def test_takeover_needs_the_leader_to_move_not_just_the_follower():
-    from so101_driver.teleop import TakeoverConfig, TakeoverDetector
+    from so101_driver.teleop.leader import TakeoverConfig, TakeoverDetector
 
     det = TakeoverDetector(TakeoverConfig(takeover_threshold_rad=0.25,
                                           leader_motion_threshold_rad=0.05,
@@ -384,7 +384,7 @@ def test_takeover_needs_the_leader_to_move_not_just_the_follower():
 
 
 def test_teleop_points_clamp_the_first_point_to_max_jump_and_catch_up_at_the_velocity():
-    from so101_driver.teleop import teleop_points
+    from so101_driver.teleop.leader import teleop_points
 
     follower = np.zeros(6)
     near = np.array([0.1, -0.2, 0, 0, 0, 0])
@@ -397,7 +397,7 @@ def test_teleop_points_clamp_the_first_point_to_max_jump_and_catch_up_at_the_vel
 
 
 def test_follower_calibration_maps_the_gripper_range_to_range():
-    from so101_driver.teleop import LeaderToFollower
+    from so101_driver.teleop.leader import LeaderToFollower
 
     follower_cal = {**LEADER_CALIBRATION,
                     'gripper': {'id': 6, 'drive_mode': 0, 'homing_offset': 0,

@@ -1,20 +1,14 @@
-"""The MuJoCo cell (so101_driver.sim), in-process, no ROS: physics, ground truth, rendering."""
+"""The MuJoCo cell (so101_driver.sim.cell), in-process, no ROS: physics, ground truth, rendering."""
 
 import os
 
 import numpy as np
 import pytest
 from so101_driver.joints import JOINT_NAMES, urdf_limits
-from so101_driver.sim import (
-    CUBE_HALF,
-    SimCell,
-    SimConfig,
-    SimRenderer,
-    camera_intrinsics,
-    world_to_optical,
-)
-from so101_driver.sim_expert import AttemptOutcome, ExpertConfig, ScriptedExpert, run_episodes
-from so101_driver.trajectory import CommandSource, Outcome, Trajectory
+from so101_driver.sim.cell import CUBE_HALF, SimCell, SimConfig
+from so101_driver.sim.renderer import SimRenderer, camera_intrinsics, world_to_optical
+from so101_driver.sim.expert import AttemptOutcome, ExpertConfig, ScriptedExpert, run_episodes
+from so101_driver.arm.trajectory import CommandSource, Outcome, Trajectory
 
 NOISY = {'grasp_xy_noise_m': 0.014, 'grasp_z_noise_m': 0.01, 'close_timing_noise_s': 0.4,
          'speed_noise': 0.3, 'reaction_delay_s': 0.3}

@@ -1,12 +1,12 @@
-"""The scripted expert's core (so101_driver.sim_expert): IK, chunks, delay, seeding."""
+"""The scripted expert's core (so101_driver.sim.expert): IK, chunks, delay, seeding."""
 
 import numpy as np
 import pytest
 from so101_driver.eval_topics import SimTruth
 from so101_driver.joints import JOINT_NAMES, urdf_limits
-from so101_driver.sim import HOME
-from so101_driver.sim_expert import ExpertConfig, Kinematics, Phase, ScriptedExpert
-from so101_driver.trajectory import ArmController, CommandSource, ExecutorConfig, Outcome
+from so101_driver.sim.cell import HOME
+from so101_driver.sim.expert import ExpertConfig, Kinematics, Phase, ScriptedExpert
+from so101_driver.arm.trajectory import ArmController, CommandSource, ExecutorConfig, Outcome
 
 
 def truth(stamp, episode=0, cube=(0.22, -0.05, 0.015), **flags):

@@ -73,7 +73,7 @@ def diag_values(msg):
 
 @pytest.fixture
 def sim(spinner, ros_context):
-    from so101_driver.sim_node import SimNode
+    from so101_driver.sim.sim_node import SimNode
 
     def start(**overrides):
         values = {'camera_rate_hz': 0.0, 'real_time_factor': 1.0, 'diagnostics_rate_hz': 5.0}
@@ -192,7 +192,7 @@ def test_cameras_publish_rgb8_images_with_fovy_intrinsics(sim):
 
 
 def test_expert_node_completes_an_episode_through_the_topics(sim, spinner, ros_context):
-    from so101_driver.sim_expert_node import SimExpertNode
+    from so101_driver.sim.expert_node import SimExpertNode
 
     _, probe = sim(real_time_factor=2.0, seed=1)
     expert = spinner.add(SimExpertNode(context=ros_context, parameter_overrides=params(

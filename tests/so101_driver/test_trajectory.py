@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from so101_driver.joints import JOINT_NAMES, urdf_limits
-from so101_driver.trajectory import (
+from so101_driver.arm.trajectory import (
     ArmController,
     CommandSource,
     ExecutorConfig,

@@ -3,7 +3,7 @@
 Feeds ``joint_states``, ``teleop/override``, ``eval/episode``, ``sim/truth``,
 ``joint_trajectory`` and ``teleop/joint_trajectory`` to a
 :class:`~eval_monitor.metrics.MetricEngine` through the same
-:class:`~eval_monitor.offline.EngineFeeder` as offline evaluation (see there which time each
+:class:`~eval_monitor.feeder.EngineFeeder` as offline evaluation (see there which time each
 message gets); publishes every event on ``eval/events`` (one EvalEvent JSON per message),
 live counters on ``eval/status`` and RViz markers on ``eval/markers``.
 
@@ -50,7 +50,7 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
 from eval_monitor.metrics import EventKind, EvalEvent, MetricEngine
-from eval_monitor.offline import EngineFeeder, EvalTopic, detector_config, detector_defaults
+from eval_monitor.feeder import EngineFeeder, EvalTopic, detector_config, detector_defaults
 
 #: joint_states subscription: every sample counts (see the module docstring).
 MEASURE = QoSProfile(depth=100, reliability=COMMAND.reliability, history=COMMAND.history)

@@ -52,7 +52,7 @@ from pi05_policy.runtime import (
     parse_cameras,
 )
 from so101_driver import qos
-from so101_driver.calibration import CalibrationError
+from so101_driver.feetech.calibration import CalibrationError
 from so101_driver.images import ImageError, compressed_to_rgb, image_to_rgb
 from so101_driver.joints import JOINT_NAMES, package_root
 from so101_driver.ros_io import diag_status, float_range, run_node, to_seconds, trajectory_msg

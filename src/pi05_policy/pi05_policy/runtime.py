@@ -10,7 +10,7 @@ normalisation, tokenisation and image step is LeRobot's. Around it:
   ``observation.images.<key>`` through a mapping checked against the checkpoint's declared
   features; joint radians go to ``observation.state`` in the units the training data used
   (LeRobot degrees or -100..100 for body joints, 0..100 for the gripper) through
-  ``so101_driver.calibration``; the task string goes to ``task``;
+  ``so101_driver.feetech.calibration``; the task string goes to ``task``;
 * outputs: the chunk (K actions in LeRobot units) converted back to radians, clipped to the
   joint limits (URDF limits intersected with the calibrated range, as the arm node uses);
 * timings of the stages (preprocessing, model, postprocessing) for the node's status.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from so101_driver.calibration import ArmCalibration, NormMode, so101_norm_modes
+from so101_driver.feetech.calibration import ArmCalibration, NormMode, so101_norm_modes
 from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class PolicyRuntime:
     """Validated on construction (cheap); ``load()`` builds the model (slow); then ``infer``."""
 
     def __init__(self, config: RuntimeConfig):
-        from so101_driver.calibration import load_calibration
+        from so101_driver.feetech.calibration import load_calibration
 
         self.config = config
         self.info = inspect_checkpoint(config.checkpoint)

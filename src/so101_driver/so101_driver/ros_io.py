@@ -9,7 +9,7 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from so101_driver.joints import JOINT_NAMES
-from so101_driver.trajectory import Outcome, RejectReason, Trajectory, TrajectoryRejected
+from so101_driver.arm.trajectory import Outcome, RejectReason, Trajectory, TrajectoryRejected
 
 
 def to_seconds(stamp: Time | Duration) -> float:

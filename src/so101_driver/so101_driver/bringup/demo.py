@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from so101_driver import bringup
-from so101_driver.cli import ProcessGroup, start_nodes
+from so101_driver.bringup import plan as bringup
+from so101_driver.bringup.processes import ProcessGroup, start_nodes
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark, PayloadError, SimTruth
 from so101_driver.joints import JOINT_NAMES
 

@@ -25,8 +25,8 @@ import numpy as np
 import scservo_sdk as scs
 import serial
 
-from so101_driver import control_table as ct
-from so101_driver.calibration import MotorCalibration
+from so101_driver.feetech import control_table as ct
+from so101_driver.feetech.calibration import MotorCalibration
 from so101_driver.joints import GRIPPER, JOINT_NAMES, SERVO_IDS
 
 

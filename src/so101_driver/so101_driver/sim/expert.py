@@ -32,7 +32,7 @@ import numpy as np
 
 from so101_driver.eval_topics import SimTruth
 from so101_driver.joints import JOINT_NAMES, JointLimits, package_root, urdf_limits
-from so101_driver.trajectory import Trajectory
+from so101_driver.arm.trajectory import Trajectory
 
 ARM = 5  # body joints; index 5 is the gripper
 
@@ -181,7 +181,7 @@ class ScriptedExpert:
 
     def __init__(self, config: ExpertConfig | None = None,
                  home: tuple[float, ...] | None = None):
-        from so101_driver.sim import HOME
+        from so101_driver.sim.cell import HOME
 
         self.config = config or ExpertConfig()
         self.kin = Kinematics(self.config.model_path)
@@ -383,7 +383,7 @@ def run_episodes(cell, expert: ScriptedExpert, episodes: int,
                  chunk_period_s: float = 0.25) -> list[AttemptOutcome]:
     """Drive ``cell`` (a ``sim.SimCell``) with ``expert`` in-process at physics speed for
     ``episodes`` attempts, resetting the cell after each; returns the outcomes in order."""
-    from so101_driver.trajectory import CommandSource, Outcome
+    from so101_driver.arm.trajectory import CommandSource, Outcome
 
     outcomes: list[AttemptOutcome] = []
     every = max(1, round(chunk_period_s / cell.dt))

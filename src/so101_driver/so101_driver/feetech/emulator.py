@@ -71,8 +71,7 @@ import tty
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from so101_driver import control_table as ct
-
+from so101_driver.feetech import control_table as ct
 #: Every register ``control_table`` names, by lower-case name (for ``state`` and tests).
 REGISTERS: dict[str, ct.Register] = {
     name.lower(): value for name, value in vars(ct).items() if isinstance(value, ct.Register)
@@ -1025,7 +1024,7 @@ def main(argv=None) -> None:
         parser.error(str(err))
     preload = None
     if args.calibration:
-        from so101_driver.calibration import CalibrationError, load_calibration
+        from so101_driver.feetech.calibration import CalibrationError, load_calibration
         try:
             cal = load_calibration(args.calibration)
         except CalibrationError as err:

@@ -24,8 +24,8 @@ from enum import Enum
 
 import numpy as np
 
-from so101_driver.bus import FeetechBus
-from so101_driver.calibration import ArmCalibration, MotorCalibration, so101_norm_modes
+from so101_driver.feetech.bus import FeetechBus
+from so101_driver.feetech.calibration import ArmCalibration, MotorCalibration, so101_norm_modes
 from so101_driver.joints import JointLimits, urdf_limits
 
 

@@ -27,8 +27,8 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
-from so101_driver.arm_node import ArmNode
-from so101_driver.emulator import EmulatorProcess
+from so101_driver.arm.arm_node import ArmNode
+from so101_driver.feetech.emulator import EmulatorProcess
 from so101_driver.joints import JOINT_NAMES, package_root
 from so101_driver.ros_io import to_seconds, trajectory_msg
 

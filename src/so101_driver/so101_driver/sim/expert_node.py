@@ -25,7 +25,7 @@ from so101_driver import qos
 from so101_driver.eval_topics import PayloadError, SimTruth
 from so101_driver.joints import JOINT_NAMES
 from so101_driver.ros_io import float_range, run_node, trajectory_msg
-from so101_driver.sim_expert import ExpertConfig, ScriptedExpert
+from so101_driver.sim.expert import ExpertConfig, ScriptedExpert
 
 
 

@@ -33,11 +33,11 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
-from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost
-from so101_driver.calibration import ArmCalibration, CalibrationError, load_calibration
+from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost
+from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES
 from so101_driver.ros_io import diag_status, float_range, run_node, trajectory_msg
-from so101_driver.teleop import (
+from so101_driver.teleop.leader import (
     LeaderToFollower,
     OverrideMode,
     TakeoverConfig,

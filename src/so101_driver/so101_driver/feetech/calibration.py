@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from so101_driver.control_table import RESOLUTION
+from so101_driver.feetech.control_table import RESOLUTION
 from so101_driver.joints import GRIPPER, JOINT_NAMES, SERVO_IDS
 
 #: LeRobot divides by the model resolution minus one (4095 for the STS3215).

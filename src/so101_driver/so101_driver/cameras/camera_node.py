@@ -22,7 +22,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from so101_driver import qos
-from so101_driver.camera import (
+from so101_driver.cameras.camera import (
     CameraCalibration,
     CameraCalibrationError,
     CameraConfig,

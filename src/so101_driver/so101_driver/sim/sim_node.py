@@ -50,8 +50,9 @@ from so101_driver.ros_io import (
     time_msg,
     trajectory_from_msg,
 )
-from so101_driver.sim import CAMERA_NAMES, Intrinsics, SimCell, SimConfig, SimRenderer
-from so101_driver.trajectory import CommandSource, Outcome, TrajectoryRejected
+from so101_driver.sim.cell import CAMERA_NAMES, SimCell, SimConfig
+from so101_driver.sim.renderer import Intrinsics, SimRenderer
+from so101_driver.arm.trajectory import CommandSource, Outcome, TrajectoryRejected
 
 # ints: ros_io.diag_status packs the level with bytes([level]); the message constants are bytes
 OK, WARN = ord(DiagnosticStatus.OK), ord(DiagnosticStatus.WARN)

@@ -33,8 +33,8 @@ from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
-from so101_driver.bus import BusConfig, BusError, FeetechBus, PortLost, error_names
-from so101_driver.calibration import ArmCalibration, CalibrationError, load_calibration
+from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost, error_names
+from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits, urdf_text
 from so101_driver.ros_io import (
     diag_status,
@@ -44,7 +44,7 @@ from so101_driver.ros_io import (
     run_node,
     trajectory_from_msg,
 )
-from so101_driver.trajectory import (
+from so101_driver.arm.trajectory import (
     ArmController,
     CommandSource,
     ExecutorConfig,

@@ -19,7 +19,7 @@ after a START mark) are skipped the same way ("lead-in").
 Features (names as LeRobot's SO-101 follower writes them):
 
 * ``observation.state`` (6 float32, ``<joint>.pos``): ``joint_states`` positions converted
-  from radians to LeRobot units by ``so101_driver.calibration`` with the same calibration
+  from radians to LeRobot units by ``so101_driver.feetech.calibration`` with the same calibration
   file and ``use_degrees`` as the policy node (``pi05_policy.runtime``), so training and
   deployment see the same numbers;
 * ``action`` (same units and names): the commanded target at the frame time. It is
@@ -85,7 +85,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from so101_driver.calibration import (
+from so101_driver.feetech.calibration import (
     ArmCalibration,
     MotorCalibration,
     NormMode,
@@ -300,7 +300,7 @@ def read_streams(path: Path, config: ConversionConfig) -> BagStreams:
     """Pass 1 over one bag: joint states, commands, marks, task, image stamps."""
     from so101_driver.images import compressed_to_rgb
     from so101_driver.ros_io import trajectory_from_msg
-    from so101_driver.trajectory import CommandSource, TrajectoryRejected
+    from so101_driver.arm.trajectory import CommandSource, TrajectoryRejected
 
     try:
         reader = BagReader(path)
@@ -563,7 +563,7 @@ def replay_commands(streams: BagStreams, times: np.ndarray, config: ConversionCo
     accepted or the simulator reset the arm before), and the controller's counters.
     """
     from pi05_policy.runtime import command_limits
-    from so101_driver.trajectory import ArmController, ExecutorConfig, Outcome
+    from so101_driver.arm.trajectory import ArmController, ExecutorConfig, Outcome
 
     controller = ArmController(ExecutorConfig(
         limits=command_limits(calibration, config.limit_margin), max_jump=config.max_jump))

@@ -31,7 +31,7 @@ for _module in ('datasets', 'pyarrow', 'av', 'accelerate'):
                         'dataset extra and accelerate (requirements.txt)')
 
 from eval_monitor.bag import BagReader, BagWriter  # noqa: E402
-from eval_monitor.dataset import (  # noqa: E402
+from pi05_policy.dataset import (  # noqa: E402
     ConversionConfig,
     DatasetError,
     MismatchAction,
@@ -70,9 +70,10 @@ def record_sim_bag(path: Path) -> SimBag:
     from so101_driver.images import numpy_to_image, rgb_to_compressed
     from so101_driver.joints import urdf_text
     from so101_driver.ros_io import joint_state_msg, time_msg, trajectory_msg
-    from so101_driver.sim import SimCell, SimConfig, SimRenderer
-    from so101_driver.sim_expert import ExpertConfig, ScriptedExpert, run_episodes
-    from so101_driver.trajectory import CommandSource
+    from so101_driver.sim.cell import SimCell, SimConfig
+    from so101_driver.sim.renderer import SimRenderer
+    from so101_driver.sim.expert import ExpertConfig, ScriptedExpert, run_episodes
+    from so101_driver.arm.trajectory import CommandSource
     from std_msgs.msg import Bool, String
 
     writer = BagWriter(path)
@@ -271,7 +272,7 @@ def test_sim_bag_becomes_a_dataset_lerobot_loads_with_the_right_features(whole, 
 
 
 def test_state_at_a_known_time_is_the_bag_joint_state_through_the_calibration(whole, sim_bag):
-    from so101_driver.calibration import ArmCalibration, so101_norm_modes
+    from so101_driver.feetech.calibration import ArmCalibration, so101_norm_modes
 
     _, ds = whole
     js = [(m.header.stamp.sec + m.header.stamp.nanosec / 1e9, np.array(m.position))
@@ -289,7 +290,7 @@ def test_state_at_a_known_time_is_the_bag_joint_state_through_the_calibration(wh
 
 
 def test_action_is_the_commanded_setpoint_of_policy_and_operator(whole, sim_bag):
-    from so101_driver.calibration import ArmCalibration, so101_norm_modes
+    from so101_driver.feetech.calibration import ArmCalibration, so101_norm_modes
 
     _, ds = whole
     cal = ArmCalibration.from_file(CALIBRATION)
@@ -476,7 +477,7 @@ def test_cli_writes_the_dataset_and_summary_and_refuses_an_existing_root(tmp_pat
 
 
 def test_staged_video_writing_gives_the_same_frames_as_streaming(whole, sim_bag, tmp_path):
-    from eval_monitor.dataset import dropped_video_frames
+    from pi05_policy.dataset import dropped_video_frames
 
     result, ds = whole
     assert result.summary['dataset']['video_writing'] == 'streaming'
@@ -494,7 +495,7 @@ def test_staged_video_writing_gives_the_same_frames_as_streaming(whole, sim_bag,
 def test_a_video_shorter_than_its_episode_is_detected(whole, sim_bag, tmp_path):
     import pandas as pd
 
-    from eval_monitor.dataset import dropped_video_frames
+    from pi05_policy.dataset import dropped_video_frames
 
     result, _ = whole
     root = tmp_path / 'copy'
@@ -509,7 +510,7 @@ def test_a_video_shorter_than_its_episode_is_detected(whole, sim_bag, tmp_path):
 
 
 def test_policy_params_file_gives_the_policy_node_units_cameras_and_fps():
-    from eval_monitor.dataset import ImageSource, policy_params
+    from pi05_policy.dataset import ImageSource, policy_params
 
     values = policy_params(REPO / 'config' / 'pi05_policy.yaml')
     assert values['calibration_file'].resolve() == CALIBRATION.resolve(), values

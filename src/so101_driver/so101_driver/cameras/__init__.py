@@ -1,0 +1,1 @@
+"""Cameras: OpenCV capture and calibration (no rclpy) and the ``so101_camera`` node."""

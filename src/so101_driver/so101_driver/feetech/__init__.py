@@ -1,0 +1,3 @@
+"""Feetech STS3215 servo bus: control table, bus access, LeRobot calibration, bus emulator.
+
+No rclpy here; the arm and the leader nodes use it."""
