@@ -40,7 +40,7 @@ setup(
     entry_points={
         'console_scripts': [
             'so101_arm = so101_driver.arm.arm_node:main',
-            'so101-servo-emulator = so101_driver.feetech.emulator:main',
+            'so101-servo-emulator = so101_driver.feetech.emulator.cli:main',
             'so101-driver-demo = so101_driver.arm.driver_demo:main',
             'so101_camera = so101_driver.cameras.camera_node:main',
             'so101_sim = so101_driver.sim.sim_node:main',
