@@ -176,3 +176,20 @@ def test_rejections_are_counted_by_reason():
     c.on_trajectory(CommandSource.POLICY, traj([[2.0] + [0] * 5], [0.5]), 1.0, HOME)
     assert c.counters.rejected == {'non_finite': 1, 'out_of_limits': 1}
     assert 'out_of_limits' in c.last_message
+
+
+@pytest.mark.parametrize('names, points, reason', [
+    ([], [[]], RejectReason.MISSING_JOINT),  # once raised ValueError (reshape) and killed the arm
+    ([], [], RejectReason.MISSING_JOINT),
+    (list(JOINT_NAMES), [[0.0] * 6, [0.0] * 5], RejectReason.BAD_SHAPE),
+    (list(JOINT_NAMES), [[0.0] * 7], RejectReason.BAD_SHAPE),
+])
+def test_malformed_messages_become_rejections_not_exceptions(names, points, reason):
+    from so101_driver.ros_io import trajectory_from_msg
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    msg = JointTrajectory(joint_names=names,
+                          points=[JointTrajectoryPoint(positions=p) for p in points])
+    with pytest.raises(TrajectoryRejected) as info:
+        trajectory_from_msg(msg)
+    assert info.value.reason is reason

@@ -27,14 +27,19 @@ def duration_msg(seconds: float) -> Duration:
 
 
 def trajectory_from_msg(msg: JointTrajectory) -> Trajectory:
-    """Core trajectory from a message; raises ``TrajectoryRejected`` for ragged points."""
+    """Core trajectory from a message; raises ``TrajectoryRejected`` for no joint names or
+    ragged points (any message of the type is turned into a trajectory or a rejection)."""
     n = len(msg.joint_names)
+    if n == 0:
+        raise TrajectoryRejected(RejectReason.MISSING_JOINT,
+                                 f'no joint_names (expected {list(JOINT_NAMES)})')
+    positions = np.empty((len(msg.points), n))
     for k, point in enumerate(msg.points):
         if len(point.positions) != n:
             raise TrajectoryRejected(
                 RejectReason.BAD_SHAPE,
                 f'point {k} has {len(point.positions)} positions for {n} joint names')
-    positions = np.array([list(p.positions) for p in msg.points], dtype=float).reshape(-1, n)
+        positions[k] = point.positions
     start = to_seconds(msg.header.stamp)
     return Trajectory(
         joint_names=tuple(msg.joint_names),
