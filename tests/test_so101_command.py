@@ -161,3 +161,26 @@ def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
                 'interventions'):
         assert again[key] == summary[key], \
             f'{key}: live {summary[key]} != offline {again[key]} from the demo bag'
+
+
+@pytest.mark.parametrize('command', ['', 'up', 'demo', 'eval', 'compare', 'emulator', 'dataset',
+                                     'console'])
+def test_help_works_on_so101_and_every_subcommand(command):
+    """``so101 up --help`` was once refused as a malformed name:=value; ``so101 console --help``
+    started the console instead of answering."""
+    from so101_driver.bringup.cli import COMMANDS
+
+    assert not command or command in COMMANDS
+    done = subprocess.run([SO101, *filter(None, [command]), '--help'], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, f'so101 {command} --help: exit {done.returncode}\n{done.stderr}'
+    assert done.stdout.startswith('usage:'), done.stdout[:300]
+    if command == 'up':
+        assert all(f'{name}:=' in done.stdout for name in bringup.ARGUMENTS)
+
+
+def test_every_subcommand_has_a_help_test():
+    from so101_driver.bringup.cli import COMMANDS
+
+    tested = {'up', 'demo', 'eval', 'compare', 'emulator', 'dataset', 'console'}
+    assert set(COMMANDS) == tested, 'a new subcommand needs its --help in the test above'

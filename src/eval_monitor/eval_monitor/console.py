@@ -34,6 +34,7 @@ futures, never inside a callback.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -48,6 +49,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.utilities import remove_ros_args
 from rclpy.node import Node
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
 from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_SUB
@@ -361,8 +363,17 @@ def run_keys(node: ConsoleNode, fd: int) -> None:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog='so101-console', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__, epilog='ROS arguments follow --ros-args (e.g. -r __ns:=/arm1, '
+        '-p service_wait_s:=2.0).')
+
+
 def main(args=None):
-    rclpy.init(args=args)
+    argv = sys.argv if args is None else args
+    build_parser().parse_args(remove_ros_args(argv)[1:])  # --help; anything else is refused
+    rclpy.init(args=argv)
     node = ConsoleNode()
     executor = MultiThreadedExecutor()
     executor.add_node(node)

@@ -27,7 +27,21 @@ from so101_driver.bringup.plan import BringupError
 from so101_driver.bringup.processes import ProcessGroup, executable, start_nodes
 
 
+def up_usage() -> str:
+    """``so101 up --help``: the launch arguments as ``ros2 launch ... --show-args`` lists them."""
+    lines = ['usage: so101 up [name:=value ...]', '',
+             'Start the nodes of launch/so101.launch.py from the same plan and YAML files; '
+             'Ctrl-C stops them.', '', 'arguments:']
+    for name, arg in bringup.ARGUMENTS.items():
+        valid = f" (one of: {', '.join(arg.choices)})" if arg.choices else ''
+        lines.append(f"  {name}:=  {arg.description}{valid}; default '{arg.default}'")
+    return '\n'.join(lines)
+
+
 def cmd_up(argv: Sequence[str]) -> int:
+    if any(a in ('-h', '--help') for a in argv):
+        print(up_usage())
+        return 0
     args = bringup.parse_args(bringup.parse_assignments(argv))
     group = ProcessGroup()
     with tempfile.TemporaryDirectory(prefix='so101_up_') as tmp:
