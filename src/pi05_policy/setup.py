@@ -21,7 +21,7 @@ setup(
     entry_points={
         'console_scripts': [
             'pi05_policy = pi05_policy.policy_node:main',
-            'so101-dataset = pi05_policy.dataset:main',
+            'so101-dataset = pi05_policy.dataset.cli:main',
         ],
     },
 )
