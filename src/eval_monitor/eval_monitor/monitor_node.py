@@ -183,7 +183,8 @@ class MonitorNode(Node):
                 f'detector.{name}',
                 Parameter.Type.DOUBLE_ARRAY if default is None else default,  # None: unset
                 _descriptor(f'Grasp/drop detector: DetectorConfig.{name} '
-                            '(eval_monitor/metrics.py; offline: so101-eval --params-file)'),
+                            '(eval_monitor/metrics/definitions.py; offline: so101-eval '
+                            '--params-file)'),
             ).value
         self.run_dir = Path(run_dir)
 
