@@ -6,7 +6,8 @@ normal path and publishes chunks. For each chunk the node times image conversion
 preprocessing (LeRobot's processor pipeline + unit conversion), the model, postprocessing
 (LeRobot's unnormaliser + radians + clipping) and publishing; overhead = total - model.
 
-Default: the reduced-size Pi0.5 (LeRobot's pi05 code, small widths) on CPU. ``--full`` builds
+Default: the reduced-size Pi0.5 (LeRobot's pi05 code, small widths; loaded with the node's
+``model_loader`` ``pi05_policy.tiny_checkpoints:load_reduced_pi05``) on CPU. ``--full`` builds
 the real-size Pi0.5 (random weights, ``paligemma_variant=gemma_2b``, bf16) — meant for a GPU
 host: ``--full --device cuda [--compile]``. Without CUDA that fails at once, saying so.
 
@@ -66,7 +67,7 @@ def check_device(args) -> None:
 
 def build_checkpoint(args, workdir: Path) -> tuple[Path, Path]:
     """(pretrained_model folder, tokenizer folder) for the benchmark."""
-    from pi05_policy.checkpoints import build_offline_tokenizer, build_tiny_pi05
+    from pi05_policy.tiny_checkpoints import build_offline_tokenizer, build_tiny_pi05
 
     tokenizer = build_offline_tokenizer(workdir / 'tokenizer')
     if not args.full:
@@ -84,7 +85,7 @@ def build_full_pi05(workdir: Path, tokenizer: Path) -> Path:
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
     from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors
 
-    from pi05_policy.checkpoints import PALIGEMMA_TOKENIZER, _features, _save, dataset_stats
+    from pi05_policy.tiny_checkpoints import PALIGEMMA_TOKENIZER, _features, _save, dataset_stats
 
     torch.manual_seed(0)
     inputs, outputs = _features(('front', 'handeye'), (3, 480, 640))
@@ -113,8 +114,9 @@ def run(args) -> dict:
     from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory
 
-    from pi05_policy.checkpoints import DEMO_TASK
     from pi05_policy.policy_node import PolicyNode
+    from pi05_policy.runtime import REDUCED_PI05_LOADER
+    from pi05_policy.tiny_checkpoints import DEMO_TASK
     from so101_driver import qos
     from so101_driver.images import numpy_to_image
     from so101_driver.ros_io import joint_state_msg
@@ -156,6 +158,8 @@ def run(args) -> dict:
         params = {'checkpoint': str(checkpoint), 'tokenizer_path': str(tokenizer),
                   'calibration_file': str(ROOT / 'config' / 'calibration' / 'so101_demo.json'),
                   'device': args.device, 'dtype': dtype, 'compile': args.compile,
+                  # the reduced model needs its test loader; the real-size one LeRobot's own
+                  'model_loader': '' if args.full else REDUCED_PI05_LOADER,
                   # async with threshold 1: the next inference starts as soon as a chunk is out
                   'chunk_mode': 'async', 'async_threshold': 1.0,
                   'max_state_age_s': 5.0, 'max_image_age_s': 5.0}

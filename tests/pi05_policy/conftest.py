@@ -17,15 +17,16 @@ def calibration_file() -> Path:
 
 @pytest.fixture(scope='session')
 def offline_tokenizer(tmp_path_factory) -> Path:
-    from pi05_policy.checkpoints import build_offline_tokenizer
+    from pi05_policy.tiny_checkpoints import build_offline_tokenizer
 
     return build_offline_tokenizer(tmp_path_factory.mktemp('tokenizer'))
 
 
 @pytest.fixture(scope='session')
 def tiny_pi05(tmp_path_factory, offline_tokenizer) -> Path:
-    """pretrained_model/ of a reduced-size Pi0.5, cameras front + handeye."""
-    from pi05_policy.checkpoints import build_tiny_pi05
+    """pretrained_model/ of a reduced-size Pi0.5, cameras front + handeye; load it with
+    ``model_loader=REDUCED_PI05_LOADER`` (and ``tokenizer_path=offline_tokenizer``)."""
+    from pi05_policy.tiny_checkpoints import build_tiny_pi05
 
     return build_tiny_pi05(tmp_path_factory.mktemp('pi05'), offline_tokenizer,
                            image_shape=IMAGE_SHAPE)
@@ -34,7 +35,7 @@ def tiny_pi05(tmp_path_factory, offline_tokenizer) -> Path:
 @pytest.fixture(scope='session')
 def tiny_act(tmp_path_factory) -> Path:
     """pretrained_model/ of a small ACT, cameras front + handeye."""
-    from pi05_policy.checkpoints import build_tiny_act
+    from pi05_policy.tiny_checkpoints import build_tiny_act
 
     return build_tiny_act(tmp_path_factory.mktemp('act'), image_shape=IMAGE_SHAPE)
 

@@ -14,9 +14,9 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
-from pi05_policy.checkpoints import DEMO_TASK
 from pi05_policy.policy_node import PolicyNode
-from pi05_policy.runtime import CheckpointError, command_limits
+from pi05_policy.runtime import REDUCED_PI05_LOADER, CheckpointError, command_limits
+from pi05_policy.tiny_checkpoints import DEMO_TASK
 from so101_driver import qos
 from so101_driver.feetech.calibration import ArmCalibration
 from so101_driver.images import numpy_to_image, rgb_to_compressed
@@ -156,7 +156,7 @@ def make_policy(spinner):
 @pytest.fixture
 def pi05_node(make_policy, tiny_pi05, offline_tokenizer, calibration_file):
     return lambda **params: make_policy(tiny_pi05, calibration_file, offline_tokenizer,
-                                        **params)
+                                        model_loader=REDUCED_PI05_LOADER, **params)
 
 
 def check_trajectory(msg: JointTrajectory, received: float, state_stamps: list[float],
@@ -188,8 +188,9 @@ def test_node_publishes_valid_trajectory_chunks(request, make_robot, make_policy
     robot = make_robot(compressed=compressed)
     robot.send_task(DEMO_TASK)
     checkpoint = request.getfixturevalue(policy)
+    loader = REDUCED_PI05_LOADER if policy == 'tiny_pi05' else ''
     node = make_policy(checkpoint, calibration_file, offline_tokenizer,
-                       use_compressed=compressed, chunk_mode=mode)
+                       use_compressed=compressed, chunk_mode=mode, model_loader=loader)
     wait_for(lambda: robot.count() >= 4, timeout=30, message='4 trajectories')
     limits = command_limits(ArmCalibration.from_file(calibration_file))
     with robot.lock:
@@ -303,3 +304,10 @@ def test_bad_checkpoint_fails_node_construction_with_the_reason(ros_context, tmp
     (tmp_path / 'config.json').write_text('{"type": "act"}')
     with pytest.raises(CheckpointError, match=r"missing \['model\.safetensors'"):
         policy_node(ros_context, tmp_path, calibration_file)
+
+
+def test_reduced_checkpoint_without_its_loader_fails_node_construction(ros_context, tiny_pi05,
+                                                                       calibration_file):
+    with pytest.raises(CheckpointError, match='reduced-size test checkpoint') as err:
+        policy_node(ros_context, tiny_pi05, calibration_file)
+    assert REDUCED_PI05_LOADER in str(err.value), f'the loader is not named: {err.value}'

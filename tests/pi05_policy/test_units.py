@@ -7,7 +7,7 @@ import pytest
 from lerobot.motors import Motor, MotorCalibration, MotorNormMode
 from lerobot.motors.feetech import FeetechMotorsBus
 
-from pi05_policy.runtime import PolicyRuntime, RuntimeConfig
+from pi05_policy.runtime import REDUCED_PI05_LOADER, PolicyRuntime, RuntimeConfig
 from so101_driver.feetech.calibration import NormMode
 from so101_driver.joints import JOINT_NAMES
 
@@ -20,7 +20,8 @@ LR_MODES = {NormMode.DEGREES: MotorNormMode.DEGREES,
 def runtime_and_bus(request, tiny_pi05, calibration_file):
     runtime = PolicyRuntime(RuntimeConfig(
         checkpoint=tiny_pi05, calibration_file=calibration_file,
-        cameras={'front': 'front', 'handeye': 'handeye'}, use_degrees=request.param))
+        cameras={'front': 'front', 'handeye': 'handeye'}, use_degrees=request.param,
+        model_loader=REDUCED_PI05_LOADER))
     raw = json.loads(calibration_file.read_text())
     motors = {n: Motor(raw[n]['id'], 'sts3215', LR_MODES[m])
               for n, m in zip(JOINT_NAMES, runtime.modes, strict=True)}

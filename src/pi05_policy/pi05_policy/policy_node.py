@@ -110,7 +110,7 @@ class PolicyNode(Node):
             checkpoint=p('checkpoint'), calibration_file=config_path(p('calibration_file')),
             cameras=self.cameras, use_degrees=p('use_degrees'), device=Device(p('device')),
             dtype=DType(p('dtype')), compile=p('compile'), tokenizer_path=p('tokenizer_path'),
-            limit_margin=p('limit_margin')))
+            limit_margin=p('limit_margin'), model_loader=p('model_loader')))
         self.chunking = self._chunking_config()
         self.scheduler = ChunkScheduler(self.chunking)
         self.max_image_age = p('max_image_age_s')
@@ -173,6 +173,9 @@ class PolicyNode(Node):
         declare('compile', False, 'torch.compile the model (slow first chunk)')
         declare('tokenizer_path', '', 'Local tokenizer folder replacing the checkpoint\'s Hub '
                 'tokenizer (machines without the Hugging Face cache)')
+        declare('model_loader', '', '"package.module:function" that builds the model '
+                '(empty: LeRobot\'s from_pretrained); reduced-size test checkpoints need '
+                'pi05_policy.tiny_checkpoints:load_reduced_pi05')
         declare('limit_margin', 0.0, 'Clip actions this far inside the joint limits (rad)',
                 floating_point_range=float_range(0, 0.5))
         declare('control_fps', 30.0, 'Control rate of the training data: action k is for '

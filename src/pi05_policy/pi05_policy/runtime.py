@@ -17,14 +17,25 @@ normalisation, tokenisation and image step is LeRobot's. Around it:
 
 Bad input fails before any model is built, with an error naming what the checkpoint
 expects and what was configured (``CheckpointError``).
+
+**Model loader** (``RuntimeConfig.model_loader``), for checkpoints that LeRobot's
+``get_policy_class(cfg.type).from_pretrained(folder, config=cfg)`` (the default, ``''``)
+cannot build: a ``"package.module:function"`` string, imported on construction, naming
+``loader(policy_class, folder: str, config) -> policy`` (the checkpoint type's policy class,
+the ``pretrained_model/`` folder, its ``PreTrainedConfig`` with device, dtype and compile
+set); the policy it returns gets the same weight check, device and processors. The one
+loader here, ``REDUCED_PI05_LOADER``, is for the test Pi0.5 of
+``pi05_policy.tiny_checkpoints`` (folders with ``reduced_architecture.json``, refused on the
+default path, which imports nothing of that module and changes nothing in LeRobot).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -43,6 +54,9 @@ CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 PREPROCESSOR_FILE = 'policy_preprocessor.json'
 POSTPROCESSOR_FILE = 'policy_postprocessor.json'
+#: Marks a reduced-size test Pi0.5 (``pi05_policy.tiny_checkpoints``), and its model_loader.
+REDUCED_ARCHITECTURE_FILE = 'reduced_architecture.json'
+REDUCED_PI05_LOADER = 'pi05_policy.tiny_checkpoints:load_reduced_pi05'
 
 
 def parse_cameras(entries) -> dict[str, str]:
@@ -95,6 +109,7 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the model (pi05: its own compile_model switch)
     tokenizer_path: str = ''  # local tokenizer folder replacing the checkpoint's Hub name
     limit_margin: float = 0.0  # rad; clip actions this far inside the joint limits
+    model_loader: str = ''  # "package.module:function" building the policy ('' = LeRobot's)
 
     def __post_init__(self):
         self.checkpoint = Path(self.checkpoint).expanduser()
@@ -262,6 +277,32 @@ def resolve_device(device: Device) -> str:
     return device.value
 
 
+def lerobot_loader(policy_class, folder: str, config):
+    """The default model loader: LeRobot's own ``from_pretrained``."""
+    return policy_class.from_pretrained(folder, config=config)
+
+
+def resolve_model_loader(spec: str) -> Callable:
+    """``"package.module:function"`` -> the function; ``''`` -> ``lerobot_loader``."""
+    if not spec:
+        return lerobot_loader
+    module_name, sep, attr = spec.partition(':')
+    if not (sep and attr.isidentifier() and all(w.isidentifier() for w in module_name.split('.'))):
+        raise CheckpointError(f'model_loader {spec!r} is not "package.module:function" (empty '
+                              'for LeRobot\'s own from_pretrained)')
+    try:
+        target = getattr(importlib.import_module(module_name), attr, None)
+    except Exception as err:  # noqa: BLE001 - any failure means the loader cannot be used
+        raise CheckpointError(f'model_loader {spec!r}: module {module_name!r} cannot be '
+                              f'imported ({type(err).__name__}: {err})') from err
+    if target is None:
+        raise CheckpointError(f'model_loader {spec!r}: {module_name} has no {attr!r}')
+    if not callable(target):
+        raise CheckpointError(f'model_loader {spec!r} is a {type(target).__name__}, not a '
+                              'function (policy_class, folder, config) -> policy')
+    return target
+
+
 class PolicyRuntime:
     """Validated on construction (cheap); ``load()`` builds the model (slow); then ``infer``."""
 
@@ -271,6 +312,11 @@ class PolicyRuntime:
         self.config = config
         self.info = inspect_checkpoint(config.checkpoint)
         check_features(self.info, config.cameras)
+        if (self.info.folder / REDUCED_ARCHITECTURE_FILE).is_file() and not config.model_loader:
+            raise CheckpointError(f'{self.info.folder} is a reduced-size test checkpoint (it has '
+                                  f'{REDUCED_ARCHITECTURE_FILE}); load it with model_loader '
+                                  f'{REDUCED_PI05_LOADER!r}')
+        self.model_loader = resolve_model_loader(config.model_loader)
         self.calibration = ArmCalibration(load_calibration(config.calibration_file))
         self.modes = config.norm_modes
         self.limits = command_limits(self.calibration, config.limit_margin)
@@ -287,13 +333,9 @@ class PolicyRuntime:
 
     # -- loading -------------------------------------------------------------------
     def load(self) -> None:
-        """Build the policy and its processors from the checkpoint (LeRobot's factory)."""
-        import contextlib
-
+        """Build the policy (the model loader) and its processors (LeRobot's factory)."""
         from lerobot.configs import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
-
-        from pi05_policy.checkpoints import ReducedPi05, reduced_pi05_architecture
 
         folder = str(self.info.folder)
         cfg = PreTrainedConfig.from_pretrained(folder)
@@ -302,13 +344,10 @@ class PolicyRuntime:
             cfg.dtype = self.config.dtype.value
         if self.config.compile and hasattr(cfg, 'compile_model'):
             cfg.compile_model = True
-        reduced = ReducedPi05.load(self.info.folder) if cfg.type == 'pi05' else None
-        scope = reduced_pi05_architecture(reduced) if reduced else contextlib.nullcontext()
-        if reduced:
-            log.warning('%s is a reduced-size Pi0.5 (%s): a test/demo model, not a policy',
-                        folder, reduced)
-        with scope:
-            policy = get_policy_class(cfg.type).from_pretrained(folder, config=cfg)
+        policy = self.model_loader(get_policy_class(cfg.type), folder, cfg)
+        if not callable(getattr(policy, 'predict_action_chunk', None)):
+            raise CheckpointError(f'model_loader {self.config.model_loader!r} returned a '
+                                  f'{type(policy).__name__}, not a LeRobot policy')
         self._check_weights(policy)
         policy.to(self.device)
         policy.eval()

@@ -1,10 +1,11 @@
-"""Tiny LeRobot checkpoints (Pi0.5 and ACT) for tests, benchmarks and the demo.
+"""Tiny LeRobot checkpoints (Pi0.5 and ACT) for tests, benchmarks and the demo — not policies.
 
-The checkpoints are built with LeRobot's own classes (``PI05Config``/``PI05Policy``,
-``ACTConfig``/``ACTPolicy``, their processor factories) and saved the way ``lerobot-train``
-saves one: ``policy.save_pretrained``, ``preprocessor.save_pretrained`` and
-``postprocessor.save_pretrained`` into one ``pretrained_model/`` folder. The node loads them
-through its normal path (``runtime.PolicyRuntime``).
+Nothing here is on the path of a real checkpoint: the runtime never imports this module
+unless a node or test names its loader (``model_loader``, see ``runtime``). The checkpoints
+are built with LeRobot's own classes (``PI05Config``/``PI05Policy``, ``ACTConfig``/
+``ACTPolicy``, their processor factories) and saved the way ``lerobot-train`` saves one:
+``policy.save_pretrained``, ``preprocessor.save_pretrained`` and
+``postprocessor.save_pretrained`` into one ``pretrained_model/`` folder.
 
 Two things LeRobot 0.6.1 does not let a config express, and how they are handled here:
 
@@ -16,9 +17,11 @@ Two things LeRobot 0.6.1 does not let a config express, and how they are handled
   only, substitutes those sizes at the three points where LeRobot's pi05 module builds the
   networks. All of LeRobot's forward code (prefix/suffix embedding, attention masks, KV
   cache, flow-matching integration, processors) runs unchanged. The sizes are written
-  beside the checkpoint in ``reduced_architecture.json``; the runtime re-enters the same
-  context when (and only when) that file is present, so a process that did not build the
-  checkpoint (the demo's node) loads it too. A real checkpoint never carries the file.
+  beside the checkpoint in ``reduced_architecture.json``; ``load_reduced_pi05`` (the
+  runtime's ``model_loader`` ``pi05_policy.tiny_checkpoints:load_reduced_pi05``) re-enters
+  the same context to load it in a process that did not build it (the demo's node). The
+  runtime refuses such a folder on its default path, naming that loader, rather than build
+  a full-size model the weights do not fit.
 * **Tokenizer.** The pi05 preprocessor loads ``google/paligemma-3b-pt-224`` from the Hub.
   ``build_offline_tokenizer`` trains a word-level tokenizer on the prompt vocabulary (task
   words, the 256 state bins, ``Task:``/``State:``/``Action:``) and saves it as a tokenizer
@@ -28,7 +31,7 @@ Two things LeRobot 0.6.1 does not let a config express, and how they are handled
   and loading needs the node's ``tokenizer_path`` override, as on a machine without the
   Hub cache.
 
-``python -m pi05_policy.checkpoints --type pi05 --out DIR`` builds one from the shell.
+``python -m pi05_policy.tiny_checkpoints --type pi05 --out DIR`` builds one from the shell.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -44,10 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pi05_policy.runtime import REDUCED_ARCHITECTURE_FILE, REDUCED_PI05_LOADER, CheckpointError
 from so101_driver.joints import JOINT_NAMES
 
-#: Written beside a reduced Pi0.5 checkpoint; the runtime rebuilds the same sizes from it.
-REDUCED_ARCHITECTURE_FILE = 'reduced_architecture.json'
+log = logging.getLogger(__name__)
+
 #: The tokenizer name the pi05 processor factory hard-codes (LeRobot 0.6.1).
 PALIGEMMA_TOKENIZER = 'google/paligemma-3b-pt-224'
 #: Task the tests, the bench and the demo give the policy.
@@ -101,7 +106,10 @@ class ReducedPi05:
         path = Path(folder) / REDUCED_ARCHITECTURE_FILE
         if not path.is_file():
             return None
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as err:  # JSON, unknown or bad sizes
+            raise CheckpointError(f'{path} does not hold ReducedPi05 sizes ({err})') from err
 
 
 @contextlib.contextmanager
@@ -152,6 +160,25 @@ def reduced_pi05_architecture(arch: ReducedPi05) -> Iterator[None]:
     finally:
         (m.get_gemma_config, m.PaliGemmaForConditionalGenerationWithPiGemma,
          m.PiGemmaForCausalLM) = original
+
+
+def load_reduced_pi05(policy_class, folder: str, config):
+    """``model_loader`` for a checkpoint made by ``build_tiny_pi05`` (see ``runtime``).
+
+    Loads it with LeRobot's ``from_pretrained`` inside ``reduced_pi05_architecture`` with
+    the sizes in ``reduced_architecture.json``; a folder without that file is refused, so
+    this loader never touches a real checkpoint.
+    """
+    arch = ReducedPi05.load(Path(folder))
+    if arch is None or config.type != PolicyType.PI05.value:
+        raise CheckpointError(
+            f'{folder}: model_loader {REDUCED_PI05_LOADER} loads only reduced-size Pi0.5 test '
+            f'checkpoints (type pi05 with {REDUCED_ARCHITECTURE_FILE}); this one is type '
+            f'{config.type!r}' + ('' if arch else f' without {REDUCED_ARCHITECTURE_FILE}')
+            + '. Leave model_loader empty for a real checkpoint.')
+    log.warning('%s is a reduced-size Pi0.5 (%s): a test/demo model, not a policy', folder, arch)
+    with reduced_pi05_architecture(arch):
+        return policy_class.from_pretrained(folder, config=config)
 
 
 def build_offline_tokenizer(folder: str | Path, extra_text: Sequence[str] = ()) -> Path:
@@ -301,7 +328,8 @@ def main(argv=None) -> None:
     if args.type == PolicyType.PI05.value:
         tokenizer = build_offline_tokenizer(out / 'tokenizer')
         folder = build_tiny_pi05(out, tokenizer, cameras, shape, args.chunk_size)
-        print(f'{folder}\n(tokenizer: {tokenizer}; give it to the node as tokenizer_path)')
+        print(f'{folder}\n(give the node tokenizer_path:={tokenizer} and '
+              f'model_loader:={REDUCED_PI05_LOADER})')
     else:
         print(build_tiny_act(out, cameras, shape, args.chunk_size))
 
