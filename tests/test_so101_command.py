@@ -184,3 +184,55 @@ def test_every_subcommand_has_a_help_test():
 
     tested = {'up', 'demo', 'eval', 'compare', 'emulator', 'dataset', 'console'}
     assert set(COMMANDS) == tested, 'a new subcommand needs its --help in the test above'
+
+
+def _mcap_counts(bag: Path) -> dict[str, int]:
+    from mcap.reader import make_reader
+
+    counts: dict[str, int] = {}
+    for path in sorted(bag.glob('*.mcap')):
+        with open(path, 'rb') as f:
+            for _, channel, _ in make_reader(f).iter_messages():
+                counts[channel.topic] = counts.get(channel.topic, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_ctrl_c_three_times_stops_everything_cleanly_and_the_bag_is_whole(ros_context, tmp_path):
+    """A terminal sends SIGINT to the whole foreground process group, and users press Ctrl-C
+    more than once. Each node must still stop once, cleanly, and the bag's metadata must
+    count what its MCAP holds (a second SIGINT once cut the recorder's close short)."""
+    import rclpy
+
+    args = ['hardware:=sim', 'policy:=expert', 'record:=true']
+    plan = bringup.plan(bringup.parse_args(bringup.parse_assignments(args)))
+    proc = so101('up', *args, cwd=tmp_path, start_new_session=True)  # its own terminal group
+    node = rclpy.create_node('ctrl_c_probe', context=ros_context)
+    try:
+        wait_for(lambda: {s.name for s in plan} <= set(node.get_node_names()) or
+                 proc.poll() is not None, 90, interval=0.2, message='the nodes in the graph')
+        assert proc.poll() is None, f'so101 up exited early:\n{stop(proc)}'
+        wait_for(lambda: sum(p.stat().st_size for p in tmp_path.glob('bags/*/*.mcap')) > 200_000
+                 or proc.poll() is not None, 60, interval=0.2, message='200 kB recorded')
+    finally:
+        node.destroy_node()
+    t0 = time.monotonic()
+    for _ in range(3):  # Ctrl-C, Ctrl-C, Ctrl-C within a second, to the whole group
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f'so101 up still running 30 s after Ctrl-C:\n{out[-4000:]}')
+    assert proc.returncode == 0, out[-4000:]
+    assert time.monotonic() - t0 < 15, 'stopping took longer than the 10 s grace period'
+    for sign in ('Traceback', 'FATAL', 'context is invalid'):
+        assert sign not in out, out[-4000:]
+    [bag] = [p.parent for p in tmp_path.glob('bags/*/metadata.yaml')]
+    meta = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    counted = {t['topic_metadata']['name']: t['message_count']
+               for t in meta['topics_with_message_count'] if t['message_count']}
+    assert counted == _mcap_counts(bag)
+    assert meta['message_count'] == sum(counted.values())

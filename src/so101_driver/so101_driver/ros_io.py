@@ -86,38 +86,63 @@ def diag_status(name: str, level: int | bytes, message: str, hardware_id: str,
 
 def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ...] = (),
              threads: int = 1, args=None) -> None:
-    """Every node's ``main()`` (the Jazzy form): init, build the node, spin until Ctrl-C,
-    SIGTERM or an external shutdown, then destroy it and shut down.
+    """Every node's ``main()``: init, build the node, spin until SIGINT/SIGTERM or an external
+    shutdown, then destroy the node and only then shut rclpy down.
+
+    rclpy's own signal handler shuts every context down the moment SIGINT arrives, so a
+    node's worker thread (sim physics, the arm's control loop, a camera) that publishes
+    before ``destroy_node`` has joined it fails with "publisher's context is invalid", and a
+    second Ctrl-C raises KeyboardInterrupt inside whatever the node is closing (a bag's
+    metadata). Here the signals only ask the spin loop to stop: the context stays valid until
+    the node is destroyed, and further signals while it stops are logged, never raised.
 
     An exception in ``startup_errors`` while building (a bad parameter, a missing file, a
     servo that does not answer) ends the process with one FATAL line naming the problem and
     exit status 1. ``threads`` > 1 spins a MultiThreadedExecutor (for nodes whose callbacks
     may block, e.g. a service doing bus I/O beside subscriptions).
     """
+    import signal
+    import threading
+
     import rclpy
     from rclpy.executors import (
         ExternalShutdownException,
         MultiThreadedExecutor,
         SingleThreadedExecutor,
     )
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args)
+    stop = threading.Event()
+    logger = rclpy.logging.get_logger(name)
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            logger.warning(f'{signal.Signals(signum).name} again: already stopping')
+        stop.set()
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        node = make_node()
-    except startup_errors as err:
-        rclpy.logging.get_logger(name).fatal(str(err))
-        rclpy.try_shutdown()
-        raise SystemExit(1) from err
-    executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
-                else SingleThreadedExecutor())
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        try:
+            node = make_node()
+        except startup_errors as err:
+            logger.fatal(str(err))
+            raise SystemExit(1) from err
+        executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                    else SingleThreadedExecutor())
+        executor.add_node(node)
+        try:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+        finally:
+            executor.shutdown(timeout_sec=5.0)
+            node.destroy_node()
     finally:
-        node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def float_range(lo: float, hi: float) -> list:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,33 +46,55 @@ def node_command(spec: NodeSpec, namespace: str, workdir: Path) -> list[str]:
 
 
 class ProcessGroup:
-    """Child processes started together and stopped together (SIGINT, then SIGTERM/KILL)."""
+    """Child processes started together and stopped together.
 
-    def __init__(self):
+    Each child runs in its own process group, so a Ctrl-C at the terminal reaches only the
+    ``so101`` process, which then sends every child exactly one SIGINT: a node is never
+    interrupted a second time while it closes (a bag's metadata, the arm's torque-off). A child
+    still running after ``grace_s`` gets SIGTERM, and SIGKILL ``kill_s`` later. Further Ctrl-Cs
+    while the group stops are ignored (the stop says so and how long it may take).
+    """
+
+    def __init__(self, grace_s: float = 10.0, kill_s: float = 5.0):
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.grace_s = grace_s
+        self.kill_s = kill_s
 
     def start(self, name: str, cmd: Sequence[str], **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(list(cmd), **kwargs)
+        proc = subprocess.Popen(list(cmd), process_group=0, **kwargs)
         self.procs.append((name, proc))
         return proc
 
     def exited(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.procs if p.poll() is not None]
 
-    def stop(self, timeout: float = 10.0) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        for _, proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    def stop(self) -> None:
+        """SIGINT once to each running child (last started first), then escalate."""
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._ignore_interrupt) if in_main else None
+        try:
+            for _, proc in reversed(self.procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            for sig, wait_s in ((signal.SIGTERM, self.grace_s), (signal.SIGKILL, self.kill_s)):
+                deadline = time.monotonic() + wait_s
+                for name, proc in self.procs:
+                    try:
+                        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        print(f'[so101] {name} still running {wait_s:.0f} s after '
+                              f'{"SIGINT" if sig == signal.SIGTERM else "SIGTERM"}; sending '
+                              f'{sig.name}', file=sys.stderr, flush=True)
+                        proc.send_signal(sig)
+            for _, proc in self.procs:
+                proc.wait()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+
+    def _ignore_interrupt(self, signum, frame) -> None:
+        print(f'[so101] stopping: every node got one SIGINT; waiting up to {self.grace_s:.0f} s '
+              f'before SIGTERM (+{self.kill_s:.0f} s before SIGKILL)', file=sys.stderr, flush=True)
 
 
 class ParameterChecker:
@@ -94,22 +117,40 @@ class ParameterChecker:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
-    def check(self, spec: NodeSpec, given: dict, timeout: float = 30.0) -> list[str]:
-        """Wait until ``spec``'s node answers, then list its unknown keys (as messages)."""
+    def check(self, spec: NodeSpec, given: dict, timeout: float = 30.0, attempts: int = 3,
+              alive=lambda: True) -> tuple[list[str], list[str]]:
+        """Wait until ``spec``'s node answers, then list its unknown keys.
+
+        Returns ``(problems, warnings)``. A misspelt key is a problem (the run would silently
+        ignore it). A node that is slow to come up or whose reply is lost (a loaded machine,
+        a dropped DDS sample) is asked again, up to ``attempts`` times; if it still does not
+        answer, that is a warning and the session goes on: the check is a convenience, not a
+        reason to end a healthy run. ``alive()`` false (the process exited) ends the wait.
+        """
         from rcl_interfaces.srv import ListParameters
 
         client = self.node.create_client(ListParameters,
                                          f'{self.prefix}/{spec.name}/list_parameters')
+        files = ', '.join(str(p) for p in spec.params_files) or '(no YAML)'
         try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                return [f'node {spec.name} did not come up within {timeout:.0f} s']
-            future = client.call_async(ListParameters.Request())
-            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
-            if future.result() is None:
-                return [f'node {spec.name} did not answer list_parameters']
-            files = ', '.join(str(p) for p in spec.params_files)
-            return [f'{files}: parameter {key!r} is not declared by node {spec.name}'
-                    for key in bringup.unknown_keys(given, future.result().result.names)]
+            for _ in range(attempts):
+                deadline = time.monotonic() + timeout
+                while not client.wait_for_service(timeout_sec=0.5):
+                    if not alive() or time.monotonic() > deadline:
+                        break
+                if not alive():
+                    return [], []  # the caller reports the exit code
+                if not client.service_is_ready():
+                    continue
+                future = client.call_async(ListParameters.Request())
+                self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+                if future.result() is not None:
+                    return [f'{files}: parameter {key!r} is not declared by node {spec.name}'
+                            for key in bringup.unknown_keys(given,
+                                                            future.result().result.names)], []
+                client.remove_pending_request(future)
+            return [], [f'node {spec.name} did not answer list_parameters in {attempts} tries '
+                        f'of {timeout:.0f} s; its parameters ({files}) were not checked']
         finally:
             self.node.destroy_client(client)
 
@@ -141,9 +182,16 @@ def start_nodes(args: bringup.BringupArgs, group: ProcessGroup, workdir: Path,
     checker = ParameterChecker(args.namespace) if check else None
     try:
         for spec in specs:
-            group.start(spec.name, node_command(spec, args.namespace, workdir),
-                        **popen_for(spec.name))
-            problems = checker.check(spec, given[spec.name]) if checker else []
+            proc = group.start(spec.name, node_command(spec, args.namespace, workdir),
+                               **popen_for(spec.name))
+            if checker is None:
+                continue
+            if proc.poll() is not None:
+                raise BringupError(f'{spec.name} exited with code {proc.returncode} at start')
+            problems, warnings = checker.check(spec, given[spec.name],
+                                               alive=lambda: proc.poll() is None)
+            for warning in warnings:
+                print(f'[so101] warning: {warning}', file=sys.stderr, flush=True)
             if problems:
                 raise BringupError('configuration problems:\n  ' + '\n  '.join(problems))
     finally:
