@@ -213,3 +213,53 @@ def test_expert_node_completes_an_episode_through_the_topics(sim, spinner, ros_c
     finally:
         spinner.executor.remove_node(expert)
         expert.destroy_node()
+
+
+def test_sim_without_mujoco_gl_chooses_a_backend_and_publishes_images(spinner, ros_context,
+                                                                       tmp_path):
+    """A newcomer's shell has no MUJOCO_GL: the sim once logged 'rendering unavailable' and
+    published no images, so a policy waited forever. It must pick a backend that renders."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ('MUJOCO_GL', 'PYOPENGL_PLATFORM',
+                                                             'DISPLAY')}
+    log = open(tmp_path / 'sim.log', 'w')  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(Path(sys.executable).parent / 'so101_sim'), '--ros-args',
+                             '-p', 'camera_rate_hz:=5.0', '-p', 'cameras:=[front]'],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    images = []
+    probe = spinner.add(Node('gl_probe', context=ros_context))
+    probe.create_subscription(Image, 'cameras/front/image_raw', images.append, qos.IMAGE_SUB)
+    try:
+        wait_for(lambda: images or proc.poll() is not None, 60, message='an image from the sim')
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)
+        log.close()
+    out = (tmp_path / 'sim.log').read_text()
+    assert images, f'no image without MUJOCO_GL (exit {code}):\n{out[-3000:]}'
+    assert code == 0, out[-3000:]
+    assert 'MuJoCo GL backend egl (probed' in out or 'MuJoCo GL backend osmesa (probed' in out, out
+    assert image_to_rgb(images[0]).std() > 1.0, 'the image is blank'
+
+
+def test_gl_choice_falls_back_in_order(monkeypatch):
+    from so101_driver.sim import gl
+
+    monkeypatch.delenv('MUJOCO_GL', raising=False)
+    monkeypatch.delenv('PYOPENGL_PLATFORM', raising=False)  # restored after the test
+    monkeypatch.setattr(gl, 'chosen', None)
+    monkeypatch.setattr(gl.sys, 'modules', {k: v for k, v in gl.sys.modules.items()
+                                            if k != 'mujoco'})
+    tried = []
+    monkeypatch.setattr(gl, '_renders', lambda b: tried.append(b) or b == 'osmesa')
+    assert gl.choose_backend(('egl', 'osmesa')) == ('osmesa',
+                                                    'probed: first that renders of egl, osmesa')
+    assert tried == ['egl', 'osmesa'] and os.environ['MUJOCO_GL'] == 'osmesa'
+    monkeypatch.setattr(gl, 'chosen', None)
+    monkeypatch.setenv('MUJOCO_GL', 'egl')
+    assert gl.choose_backend() == ('egl', 'MUJOCO_GL')

@@ -50,9 +50,14 @@ from so101_driver.ros_io import (
     time_msg,
     trajectory_from_msg,
 )
-from so101_driver.sim.cell import CAMERA_NAMES, SimCell, SimConfig
-from so101_driver.sim.renderer import Intrinsics, SimRenderer
 from so101_driver.arm.trajectory import CommandSource, Outcome, TrajectoryRejected
+from so101_driver.sim import gl
+
+#: MuJoCo reads MUJOCO_GL when it is first imported: choose before sim.cell imports it.
+GL_BACKEND = gl.choose_backend()
+
+from so101_driver.sim.cell import CAMERA_NAMES, SimCell, SimConfig  # noqa: E402
+from so101_driver.sim.renderer import Intrinsics, SimRenderer  # noqa: E402
 
 # ints: ros_io.diag_status packs the level with bytes([level]); the message constants are bytes
 OK, WARN = ord(DiagnosticStatus.OK), ord(DiagnosticStatus.WARN)
@@ -133,7 +138,8 @@ class SimNode(Node):
         self.get_logger().info(
             f'simulation running: seed {p("seed")}, real_time_factor {self._rtf}, cameras '
             f'{self.cameras if p("camera_rate_hz") > 0 else "off"} '
-            f'{p("camera_width")}x{p("camera_height")} at {p("camera_rate_hz")} Hz sim time')
+            f'{p("camera_width")}x{p("camera_height")} at {p("camera_rate_hz")} Hz sim time; '
+            f'MuJoCo GL backend {GL_BACKEND[0] or "none"} ({GL_BACKEND[1]})')
 
     # -- parameters --------------------------------------------------------------
     def _declare_parameters(self):
@@ -213,8 +219,10 @@ class SimNode(Node):
             try:  # the GL context belongs to this thread
                 renderer = SimRenderer(self.cell, p('camera_width'), p('camera_height'))
             except Exception as err:  # noqa: BLE001 - no GL: run without cameras, say so
-                self.get_logger().error(f'rendering unavailable ({err}); set MUJOCO_GL=egl '
-                                        '(or osmesa); running without cameras')
+                self.get_logger().error(
+                    f'rendering unavailable with MuJoCo GL backend {GL_BACKEND[0] or "none"} '
+                    f'({GL_BACKEND[1]}): {err}; install EGL (libegl1) or OSMesa '
+                    '(libosmesa6) or set MUJOCO_GL; running without cameras')
                 every['camera'] = 0
         diag_period = 1.0 / p('diagnostics_rate_hz')
         next_diag = time.monotonic() + diag_period
