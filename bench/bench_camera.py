@@ -71,7 +71,8 @@ def cpu_seconds(pid: int) -> float:
 
 def camera_command(source: Path, compressed: bool) -> list[str]:
     exe = Path(sys.executable).parent / 'so101_camera'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'so101_driver.cameras.camera_node']
+    cmd = ([str(exe)] if exe.exists()
+           else [sys.executable, '-m', 'so101_driver.cameras.camera_node'])
     return cmd + ['--ros-args', '-p', f'source:={source}', '-p', 'camera_name:=front',
                   '-p', f'publish_compressed:={"true" if compressed else "false"}',
                   '-p', 'jpeg_quality:=90', '--log-level', 'warn']

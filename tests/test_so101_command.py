@@ -236,3 +236,36 @@ def test_ctrl_c_three_times_stops_everything_cleanly_and_the_bag_is_whole(ros_co
                for t in meta['topics_with_message_count'] if t['message_count']}
     assert counted == _mcap_counts(bag)
     assert meta['message_count'] == sum(counted.values())
+
+
+def _children_env(pid: int) -> list[dict[str, str]]:
+    """Environments of the direct children of ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+            if int(fields[1]) == pid:
+                raw = (stat.parent / 'environ').read_bytes().split(b'\0')
+                found.append(dict(e.decode(errors='replace').split('=', 1)
+                                  for e in raw if b'=' in e))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize('given, expected', [(None, 'LOCALHOST'), ('SUBNET', 'SUBNET')])
+def test_sim_bring_up_stays_on_this_host_unless_the_user_asks(given, expected, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != 'ROS_AUTOMATIC_DISCOVERY_RANGE'}
+    if given:
+        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = given
+    proc = subprocess.Popen([SO101, 'up', 'hardware:=sim', 'policy:=none', 'monitor:=false'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(env, MUJOCO_GL=env.get('MUJOCO_GL', 'egl')), cwd=tmp_path)
+    try:
+        children = wait_for(lambda: _children_env(proc.pid) or proc.poll() is not None, 60,
+                            interval=0.1, message='so101 up to start its nodes')
+    finally:
+        out = stop(proc)
+    assert isinstance(children, list), out
+    assert {c.get('ROS_AUTOMATIC_DISCOVERY_RANGE') for c in children} == {expected}, out
+    assert f'ROS_AUTOMATIC_DISCOVERY_RANGE={expected}' in out, out

@@ -425,7 +425,8 @@ def test_cli_prints_its_port_serves_it_and_stops_on_sigterm(tmp_path):
            for i, name in enumerate(JOINT_NAMES)}
     (tmp_path / 'cal.json').write_text(json.dumps(cal))
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'so101_driver.feetech.emulator', '--error-bits', '2:voltage|overheat',
+        [sys.executable, '-m', 'so101_driver.feetech.emulator',
+         '--error-bits', '2:voltage|overheat',
          '--calibration', str(tmp_path / 'cal.json'), '--link', str(link)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

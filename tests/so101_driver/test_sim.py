@@ -1,4 +1,4 @@
-"""The MuJoCo cell (so101_driver.sim.cell), in-process, no ROS: physics, ground truth, rendering."""
+"""The MuJoCo cell (so101_driver.sim), in-process, no ROS: physics, ground truth, rendering."""
 
 import os
 

@@ -2,7 +2,7 @@
 
 Subcommands:
   up [name:=value ...]   start the nodes ``launch/so101.launch.py`` would start, from the same
-                         YAML files (``so101_driver.bringup.plan`` is the shared plan); Ctrl-C stops
+                         YAML files (``bringup.plan`` is the shared plan); Ctrl-C stops
   demo [--episodes N]    the simulated cell with the scripted expert, monitor and recorder
   eval / compare         offline evaluation of a bag / side-by-side comparison of runs
   dataset                bags -> LeRobot dataset (demonstrations and interventions)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from so101_driver.bringup import plan as bringup
-from so101_driver.bringup.processes import ProcessGroup, start_nodes
+from so101_driver.bringup.processes import ProcessGroup, confine_discovery, start_nodes
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark, PayloadError, SimTruth
 from so101_driver.joints import JOINT_NAMES
 
@@ -193,6 +193,7 @@ def cmd_demo(argv) -> int:
     }
     print(f'[demo] run directory {run_dir}; node logs in {run_dir / "logs"}', flush=True)
     group = ProcessGroup()
+    confine_discovery(args.hardware)  # before this process joins the domain
     rclpy.init(args=[])
     operator = Operator(opts.stall_s, rest=np.zeros(len(JOINT_NAMES)))
     executor = SingleThreadedExecutor()

@@ -211,6 +211,46 @@ def processes(args: BringupArgs) -> list[list[str]]:
              '--calibration', str(emulator_calibration(args))]]
 
 
+def rviz_config() -> Path:
+    """The RViz layout ``rviz:=true`` opens (the package's, not ``config_dir``'s: it holds
+    no parameters)."""
+    return package_root() / 'config' / 'so101.rviz'
+
+
+def rviz_topics(path: Path) -> list[str]:
+    """Every topic an RViz layout subscribes to: the ``Value`` of each ``Topic`` or
+    ``Description Topic`` property, in file order."""
+    found: list[str] = []
+
+    def walk(item) -> None:
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key.endswith('Topic') and isinstance(value, dict) and value.get('Value'):
+                    found.append(str(value['Value']))
+                else:
+                    walk(value)
+        elif isinstance(item, list):
+            for value in item:
+                walk(value)
+
+    walk(yaml.safe_load(Path(path).read_text()))
+    return found
+
+
+def rviz_remappings(namespace: str, path: Path) -> list[tuple[str, str]]:
+    """Remap rules that point an RViz layout's absolute topics into ``namespace``.
+
+    RViz stores topics as absolute names, which a pushed namespace does not move; without
+    these, ``namespace:=X rviz:=true`` would show nothing. ``/tf`` and ``/clock`` are global
+    (robot_state_publisher and the sim publish them there) and are not in the layout.
+    """
+    namespace = namespace.strip('/')
+    if not namespace:
+        return []
+    return [(topic, f'/{namespace}{topic}') for topic in dict.fromkeys(rviz_topics(path))
+            if topic.startswith('/')]
+
+
 def check_config_files(nodes: Iterable[NodeSpec]) -> dict[str, dict]:
     """Load every node's YAML; missing files or sections raise with file and node named.
 

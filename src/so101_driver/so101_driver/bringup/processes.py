@@ -160,6 +160,19 @@ class ParameterChecker:
         self._rclpy.try_shutdown(context=self.context)
 
 
+def confine_discovery(hardware: bringup.Hardware) -> str:
+    """Keep a simulated or emulated bring-up on this host unless the user chose otherwise.
+
+    Any process on the DDS domain can publish trajectories, raise the override or end
+    episodes. A sim or emulator session has no reason to be reachable from the network, so
+    ``ROS_AUTOMATIC_DISCOVERY_RANGE`` defaults to ``LOCALHOST`` for it (and for every child);
+    a value the user exported (``SUBNET`` for a policy on another host) is kept. Returns the
+    range in effect ('' for rmw's default)."""
+    if hardware in (bringup.Hardware.SIM, bringup.Hardware.EMULATED):
+        os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    return os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '')
+
+
 def start_nodes(args: bringup.BringupArgs, group: ProcessGroup, workdir: Path,
                 check: bool = True, extra_overrides: dict[str, dict] | None = None,
                 popen_for=lambda name: {}) -> list[NodeSpec]:
@@ -169,6 +182,9 @@ def start_nodes(args: bringup.BringupArgs, group: ProcessGroup, workdir: Path,
     of the YAML; ``popen_for(name)``: extra ``subprocess.Popen`` arguments (a log file)."""
     specs = [dataclasses.replace(s, overrides=s.overrides | (extra_overrides or {}).get(
         s.name, {})) for s in bringup.plan(args)]
+    scope = confine_discovery(args.hardware)
+    print(f'[so101] DDS discovery: ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}, '
+          f'ROS_AUTOMATIC_DISCOVERY_RANGE={scope or "(rmw default: SUBNET)"}', flush=True)
     given = bringup.check_config_files(specs)
     if args.rviz:
         print('[so101] rviz:=true needs a ROS 2 install (ros2 launch so101_driver '
