@@ -18,9 +18,12 @@ measures over ``--seconds``:
 The file is decoded by OpenCV (FFmpeg MJPEG) on every frame, much like a USB camera that
 sends MJPG; a real camera's decode happens in the same place.
 
+First, the per-frame cost of the conversions the nodes run (``so101_driver.images``, through
+cv_bridge) against the numpy/OpenCV code they replaced, interleaved in one run.
+
 Prints the figures and writes bench/results/bench_camera.json.
 
-    .venv/bin/python bench/bench_camera.py [--seconds 10] [--warmup 3]
+    .venv/bin/python bench/bench_camera.py [--seconds 10] [--warmup 3] [--conversions-only]
 """
 
 from __future__ import annotations
@@ -164,11 +167,68 @@ def run_case(node_ctx, source: Path, compressed: bool, reliable: bool, seconds: 
     }
 
 
+def _reference_to_image(array):
+    """What so101_driver.images did before cv_bridge: numpy only (the reference)."""
+    from sensor_msgs.msg import Image
+
+    return Image(height=array.shape[0], width=array.shape[1], encoding='rgb8', is_bigendian=0,
+                 step=array.shape[1] * 3, data=array.tobytes())
+
+
+def _reference_to_rgb(msg):
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8, count=msg.step * msg.height)
+    return np.ascontiguousarray(buf.reshape(msg.height, msg.step)[:, :msg.width * 3]
+                                .reshape(msg.height, msg.width, 3))
+
+
+def _reference_from_jpeg(msg):
+    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), dtype=np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def conversions(repeats: int = 300) -> dict:
+    """Per-frame time of the image conversions the nodes run (so101_driver.images, through
+    cv_bridge) against the numpy/OpenCV reference they replaced, interleaved in one run."""
+    import cv_bridge
+
+    from so101_driver.images import compressed_to_rgb, image_to_rgb, numpy_to_image, \
+        rgb_to_compressed
+
+    frame = np.random.default_rng(1).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    msg, jpeg = numpy_to_image(frame), rgb_to_compressed(frame)
+    pairs = {
+        'rgb array -> Image': (lambda: numpy_to_image(frame), lambda: _reference_to_image(frame)),
+        'Image -> rgb array': (lambda: image_to_rgb(msg), lambda: _reference_to_rgb(msg)),
+        'CompressedImage -> rgb array': (lambda: compressed_to_rgb(jpeg),
+                                         lambda: _reference_from_jpeg(jpeg)),
+    }
+    out = {'cv_bridge': getattr(cv_bridge, '__file__', '?'), 'cases': {}}
+    for name, (bridged, reference) in pairs.items():
+        times = {'cv_bridge': [], 'reference': []}
+        for _ in range(repeats):
+            for key, fn in (('cv_bridge', bridged), ('reference', reference)):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t0)
+        p50 = {k: float(np.percentile(v, 50)) * 1e3 for k, v in times.items()}
+        out['cases'][name] = {'cv_bridge_ms_p50': p50['cv_bridge'],
+                              'reference_ms_p50': p50['reference'],
+                              'ratio': p50['cv_bridge'] / p50['reference']}
+        print(f'{name:>30}: cv_bridge {p50["cv_bridge"]:.3f} ms, numpy reference '
+              f'{p50["reference"]:.3f} ms p50 ({p50["cv_bridge"] / p50["reference"]:.2f}x)')
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--seconds', type=float, default=10.0, help='measurement window')
     parser.add_argument('--warmup', type=float, default=3.0, help='seconds before measuring')
+    parser.add_argument('--conversions-only', action='store_true',
+                        help='only the image conversion timings (no camera node)')
     args = parser.parse_args()
+    converted = conversions()
+    if args.conversions_only:
+        return
 
     import rclpy
 
@@ -198,6 +258,7 @@ def main():
                     'python': platform.python_version(), 'opencv': cv2.__version__},
         'load_average': os.getloadavg(),
         'cases': results,
+        'conversions': converted,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + '\n')

@@ -1,27 +1,44 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy, with cv_bridge's semantics (no cv_bridge).
+"""sensor_msgs/Image and CompressedImage <-> numpy through cv_bridge, with clear errors.
 
-cv_bridge is not installable from PyPI, so the camera, simulation and policy nodes convert
-images here. Supported encodings are the 8-bit ones the suite uses: ``rgb8``, ``bgr8``,
-``mono8``, ``rgba8``, ``bgra8``. Rows may be padded (``step`` > width * channels), as
-cv_bridge allows. Compressed images follow image_transport's ``compressed`` plugin: JPEG or
-PNG payload, ``format`` like ``"rgb8; jpeg compressed bgr8"``.
+Conversions go through ``cv_bridge.CvBridge``: the distribution's on a ROS 2 install, the
+pure-Python ``cv-bridge`` package from PyPI elsewhere (same API). This module adds what a node
+that takes images from any process on the DDS domain needs around it: every field of a
+message is checked first (encoding, size, ``step``, data length), so a malformed image is an
+:class:`ImageError` naming the field instead of a numpy or OpenCV exception, or worse, wrong
+pixels. Supported encodings are the 8-bit ones the suite uses: ``rgb8``, ``bgr8``, ``mono8``,
+``rgba8``, ``bgra8``.
+
+Two things the bridge does not do, done here:
+- rows padded beyond ``width * channels`` (``step`` larger, as ROS allows): the PyPI bridge
+  ignores ``step`` and returns shifted pixels; such images are unpadded before the bridge;
+- a JPEG quality for CompressedImage (``cv2_to_compressed_imgmsg`` has no quality setting):
+  encoding uses OpenCV directly. ``format`` follows image_transport's ``compressed`` plugin,
+  ``"rgb8; jpeg compressed bgr8"``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
-
-#: cv2 conversion code from a message encoding to RGB.
-_TO_RGB = {'bgr8': cv2.COLOR_BGR2RGB, 'mono8': cv2.COLOR_GRAY2RGB,
-           'rgba8': cv2.COLOR_RGBA2RGB, 'bgra8': cv2.COLOR_BGRA2RGB}
+#: Largest image accepted (pixels): 4K; larger is a malformed header, not a camera.
+MAX_PIXELS = 3840 * 2160
 
 
 class ImageError(ValueError):
     """An image message cannot be converted; the message says which field is wrong."""
+
+
+@functools.cache
+def bridge():
+    """The process's CvBridge (stateless; built once)."""
+    from cv_bridge import CvBridge
+
+    return CvBridge()
 
 
 def numpy_to_image(array: np.ndarray, encoding: str = 'rgb8', stamp=None,
@@ -30,45 +47,56 @@ def numpy_to_image(array: np.ndarray, encoding: str = 'rgb8', stamp=None,
     if encoding not in CHANNELS:
         raise ImageError(f'unsupported encoding {encoding!r}; supported: {sorted(CHANNELS)}')
     array = np.ascontiguousarray(array)
-    channels = 1 if array.ndim == 2 else array.shape[2]
+    channels = 1 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or channels != CHANNELS[encoding]:
         raise ImageError(f'array {array.shape} {array.dtype} does not fit encoding {encoding} '
                          f'(uint8, {CHANNELS[encoding]} channel(s))')
-    msg = Image()
+    msg = bridge().cv2_to_imgmsg(array, encoding=encoding)
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.height, msg.width = array.shape[:2]
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = msg.width * channels
-    msg.data = array.tobytes()
     return msg
 
 
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """Image -> HxWxC (or HxW for mono8) uint8 array in the message's own encoding."""
+def _check(msg: Image) -> int:
+    """Channels of a well-formed message; ImageError naming the bad field otherwise."""
     channels = CHANNELS.get(msg.encoding)
     if channels is None:
         raise ImageError(f'unsupported image encoding {msg.encoding!r}; supported: '
                          f'{sorted(CHANNELS)}')
-    row = msg.width * channels
-    if msg.step < row:
+    if msg.width <= 0 or msg.height <= 0 or msg.width * msg.height > MAX_PIXELS:
+        raise ImageError(f'image size {msg.width}x{msg.height} is empty or beyond '
+                         f'{MAX_PIXELS} pixels')
+    if msg.step < msg.width * channels:
         raise ImageError(f'image step {msg.step} < width {msg.width} x {channels} channels')
     if len(msg.data) < msg.step * msg.height:
         raise ImageError(f'image data has {len(msg.data)} bytes, header says '
                          f'{msg.height} rows x step {msg.step} = {msg.step * msg.height}')
+    return channels
+
+
+def _unpadded(msg: Image, channels: int) -> Image:
+    """``msg`` itself, or a copy without row padding (the PyPI bridge ignores ``step``)."""
+    row = msg.width * channels
+    if msg.step == row and len(msg.data) == row * msg.height:
+        return msg
     buf = np.frombuffer(bytes(msg.data), dtype=np.uint8, count=msg.step * msg.height)
-    rows = buf.reshape(msg.height, msg.step)[:, :row]
-    shape = (msg.height, msg.width) if channels == 1 else (msg.height, msg.width, channels)
-    return rows.reshape(shape)
+    rows = np.ascontiguousarray(buf.reshape(msg.height, msg.step)[:, :row])
+    return Image(header=msg.header, height=msg.height, width=msg.width, encoding=msg.encoding,
+                 is_bigendian=msg.is_bigendian, step=row, data=rows.tobytes())
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """Image -> HxWxC (or HxW for mono8) uint8 array in the message's own encoding."""
+    channels = _check(msg)
+    return bridge().imgmsg_to_cv2(_unpadded(msg, channels), desired_encoding='passthrough')
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
     """Image of any supported encoding -> HxWx3 RGB uint8."""
-    array = image_to_numpy(msg)
-    code = _TO_RGB.get(msg.encoding)
-    return np.ascontiguousarray(array) if code is None else cv2.cvtColor(array, code)
+    channels = _check(msg)
+    rgb = bridge().imgmsg_to_cv2(_unpadded(msg, channels), desired_encoding='rgb8')
+    return np.ascontiguousarray(rgb)
 
 
 def rgb_to_compressed(rgb: np.ndarray, quality: int = 90, fmt: str = 'jpeg', stamp=None,
@@ -91,9 +119,12 @@ def rgb_to_compressed(rgb: np.ndarray, quality: int = 90, fmt: str = 'jpeg', sta
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """CompressedImage (JPEG or PNG) -> HxWx3 RGB uint8."""
-    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    """CompressedImage (JPEG or PNG, colour) -> HxWx3 RGB uint8."""
+    try:
+        rgb = bridge().compressed_imgmsg_to_cv2(msg, desired_encoding='rgb8') if msg.data else None
+    except Exception:  # noqa: BLE001 - the bridge raises cv2.error/KeyError for bad payloads
+        rgb = None
+    if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ImageError(f'compressed image ({msg.format!r}, {len(msg.data)} bytes) '
-                         'does not decode')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                         'does not decode to a colour image')
+    return np.ascontiguousarray(rgb)
