@@ -50,8 +50,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.utilities import remove_ros_args
-from rclpy.node import Node
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
+from so101_driver.guard import GuardedNode
 from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_SUB
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
@@ -154,7 +154,7 @@ class ConsoleView:
         return ' '.join(parts)
 
 
-class ConsoleNode(Node):
+class ConsoleNode(GuardedNode):
     """ROS side of the console: service clients, the override publisher, the live view."""
 
     def __init__(self, out: TextIO | None = None, **kwargs):

@@ -36,11 +36,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
+from so101_driver.guard import GuardedNode
 from so101_driver.joints import urdf_text
 from so101_driver.qos import COMMAND, EPISODE_MARKS, LATCHED, STREAM_PUB
 from so101_driver.ros_io import diag_status, run_node
@@ -160,7 +160,7 @@ def _descriptor(description: str, read_only: bool = True, **kwargs: Any) -> Para
     return ParameterDescriptor(description=description, read_only=read_only, **kwargs)
 
 
-class MonitorNode(Node):
+class MonitorNode(GuardedNode):
     """Live evaluation monitor (see the module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -360,6 +360,7 @@ class MonitorNode(Node):
                    else 'no episode running')
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
+        flat.update(self.guard_values(), last_rejected_message=self.last_rejection)
         array.status = [diag_status('eval_monitor: counters', level, message,
                                     self.get_fully_qualified_name(), flat)]
         self._status_pub.publish(array)

@@ -35,7 +35,6 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
@@ -52,6 +51,7 @@ from pi05_policy.runtime import (
     parse_cameras,
 )
 from so101_driver import qos
+from so101_driver.guard import GuardedNode
 from so101_driver.feetech.calibration import CalibrationError
 from so101_driver.images import ImageError, compressed_to_rgb, image_to_rgb
 from so101_driver.joints import JOINT_NAMES, package_root
@@ -96,7 +96,7 @@ def config_path(value: str) -> Path:
 
 
 
-class PolicyNode(Node):
+class PolicyNode(GuardedNode):
     """Policy node: images + joint states + task -> joint-trajectory chunks."""
 
     def __init__(self, **kwargs):
@@ -404,7 +404,8 @@ class PolicyNode(Node):
             values = {'state': state.value, 'reason': reason,
                       'policy_type': self.runtime.info.policy_type,
                       'chunk_mode': self.chunking.mode.value, 'task': self._task,
-                      'last_problem': self.last_problem, **self.counters}
+                      'last_problem': self.last_problem, **self.counters,
+                      **self.guard_values(), 'last_rejected_message': self.last_rejection}
             history = list(self.latency_history)
         for stage in (*STAGES, 'total', 'overhead'):
             last = history[-1].get(stage) if history else None

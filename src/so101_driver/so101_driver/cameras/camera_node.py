@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from so101_driver import qos
+from so101_driver.guard import GuardedNode
 from so101_driver.cameras.camera import (
     CameraCalibration,
     CameraCalibrationError,
@@ -49,7 +49,7 @@ def topic_prefix(camera_name: str) -> str:
     return f'cameras/{name}/' if name else ''
 
 
-class CameraNode(Node):
+class CameraNode(GuardedNode):
     """One camera: capture thread -> image_raw, camera_info, image_raw/compressed."""
 
     def __init__(self, **kwargs):

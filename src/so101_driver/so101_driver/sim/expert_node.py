@@ -15,13 +15,13 @@ from collections import Counter
 
 import numpy as np
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
+from so101_driver.guard import GuardedNode
 from so101_driver.eval_topics import PayloadError, SimTruth
 from so101_driver.joints import JOINT_NAMES
 from so101_driver.ros_io import float_range, run_node, trajectory_msg
@@ -29,7 +29,7 @@ from so101_driver.sim.expert import ExpertConfig, ScriptedExpert
 
 
 
-class SimExpertNode(Node):
+class SimExpertNode(GuardedNode):
     """Scripted expert: ground truth in, joint trajectory chunks out."""
 
     def __init__(self, **kwargs):

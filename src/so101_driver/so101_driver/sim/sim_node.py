@@ -30,7 +30,6 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
@@ -39,6 +38,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
+from so101_driver.guard import GuardedNode
 from so101_driver.images import numpy_to_image
 from so101_driver.joints import urdf_text
 from so101_driver.ros_io import (
@@ -83,7 +83,7 @@ def _every(rate_hz: float, dt: float) -> int:
     return 0 if rate_hz <= 0 else max(1, round(1.0 / (rate_hz * dt)))
 
 
-class SimNode(Node):
+class SimNode(GuardedNode):
     """MuJoCo simulation of the SO-101 cell."""
 
     def __init__(self, **kwargs):
@@ -361,6 +361,7 @@ class SimNode(Node):
             **{f'ignored_{k}': v for k, v in ctl.ignored.items()},
             'rejected_total': sum(ctl.rejected.values()),
             'last_rejection': self.cell.controller.last_message,
+            **self.guard_values(), 'last_rejected_message': self.last_rejection,
         }
         array = DiagnosticArray()
         array.header.stamp = time_msg(self.cell.time)

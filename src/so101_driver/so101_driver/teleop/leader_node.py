@@ -26,13 +26,13 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
+from so101_driver.guard import GuardedNode
 from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost
 from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, load_calibration
 from so101_driver.joints import JOINT_NAMES
@@ -50,7 +50,7 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 
 
 
-class LeaderNode(Node):
+class LeaderNode(GuardedNode):
     """SO-101 leader arm: teleop trajectories and the operator override."""
 
     def __init__(self, **kwargs):
@@ -305,7 +305,8 @@ class LeaderNode(Node):
                   'follower_state': follower_known,
                   'distance_rad': f'{self.detector.distance:.3f}',
                   'read_retries_total': self.bus.counters.retries,
-                  'last_error': self.bus.counters.last_error, **self.counters}
+                  'last_error': self.bus.counters.last_error, **self.counters,
+                  **self.guard_values(), 'last_rejected_message': self.last_rejection}
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status.append(diag_status('so101_leader: bus', level, message,
