@@ -25,6 +25,7 @@ setup(
             'eval_monitor = eval_monitor.monitor_node:main',
             'so101_recorder = eval_monitor.recorder_node:main',
             'so101-eval = eval_monitor.offline:main',
+            'so101-bag-reindex = eval_monitor.bag.reindex:main',
             'so101-compare = eval_monitor.compare:main',
             'so101-console = eval_monitor.console:main',
         ],

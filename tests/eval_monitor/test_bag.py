@@ -160,7 +160,7 @@ def test_metadata_yaml_has_rosbag2_fields_counts_and_files(tmp_path):
         writer.write_msg('/joint_states', samples[0][1], T0 + 50_000_000)
 
     info = metadata(tmp_path / 'run1')
-    assert info['version'] == METADATA_VERSION == 5
+    assert info['version'] == METADATA_VERSION == 9
     assert info['storage_identifier'] == 'mcap'
     assert info['message_count'] == 11
     assert info['starting_time'] == {'nanoseconds_since_epoch': T0}
@@ -174,8 +174,11 @@ def test_metadata_yaml_has_rosbag2_fields_counts_and_files(tmp_path):
     assert topics['/policy/task'][1] == 2
     assert topics['/joint_states'][0] == {
         'name': '/joint_states', 'type': 'sensor_msgs/msg/JointState',
-        'serialization_format': 'cdr', 'offered_qos_profiles': '',
+        'serialization_format': 'cdr', 'offered_qos_profiles': [],
+        'type_description_hash':
+            'RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e',
     }
+    assert info['custom_data'] is None and isinstance(info['ros_distro'], str)
     assert topics['/joint_trajectory'][0]['type'] == 'trajectory_msgs/msg/JointTrajectory'
     assert info['relative_file_paths'] == ['run1_0.mcap']
     assert info['files'] == [{
@@ -223,7 +226,7 @@ def test_msg_definition_is_rosbag2_concatenated_text():
         msg_definition('std_msgs/msg/NoSuchType')
 
 
-def test_qos_profiles_yaml_uses_rosbag2_integer_policies():
+def test_qos_profiles_yaml_uses_rosbag2_policy_names():
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     profile = QoSProfile(
@@ -231,11 +234,11 @@ def test_qos_profiles_yaml_uses_rosbag2_integer_policies():
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     )
     [entry] = yaml.safe_load(qos_profiles_yaml([profile]))
-    assert entry['history'] == 1 and entry['depth'] == 1
-    assert entry['reliability'] == 1 and entry['durability'] == 1
+    assert entry['history'] == 'keep_last' and entry['depth'] == 1
+    assert entry['reliability'] == 'reliable' and entry['durability'] == 'transient_local'
     assert set(entry['deadline']) == {'sec', 'nsec'}
     assert entry['avoid_ros_namespace_conventions'] is False
-    assert qos_profiles_yaml([]) == ''
+    assert qos_profiles_yaml([]) == '[]'
 
 
 # ------------------------------------------------------------------------------- splitting

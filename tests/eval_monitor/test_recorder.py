@@ -135,12 +135,12 @@ def test_recorder_bags_every_message_after_discovery_in_order(ros_context, spinn
 
     assert info['message_count'] == 103
     offered = {
-        entry['topic_metadata']['name']: yaml.safe_load(
-            entry['topic_metadata']['offered_qos_profiles'])
+        entry['topic_metadata']['name']: entry['topic_metadata']['offered_qos_profiles']
         for entry in info['topics_with_message_count']
     }
-    assert offered['/policy/task'][0]['durability'] == 1, 'latched offer kept for playback'
-    assert offered['/joint_states'][0]['reliability'] == 1
+    assert offered['/policy/task'][0]['durability'] == 'transient_local', \
+        'latched offer kept for playback'
+    assert offered['/joint_states'][0]['reliability'] == 'reliable'
 
 
 def _recorder_env() -> dict[str, str]:

@@ -4,9 +4,19 @@ Subscribes with ``raw=True`` (serialized CDR, never deserialised) to each wanted
 a publisher for it is discovered, with the type the graph reports; discovery is polled, so
 topics that appear later are picked up. Every message is stamped on receipt with the node
 clock (``use_sim_time`` honoured) and handed to a writer thread through a queue, so the
-subscription callback only timestamps and enqueues. The bag is closed (queue drained, MCAP
-footers and ``metadata.yaml`` written) by :meth:`RecorderNode.close`, which
+subscription callback only timestamps and enqueues. The writer thread finishes the MCAP
+chunk and refreshes ``metadata.yaml`` every ``flush_period_s`` while messages arrive, so a
+recorder killed outright (SIGKILL, OOM killer) leaves all but the last moments readable
+(``so101-bag-reindex`` then rebuilds index and metadata). The bag is closed (queue drained,
+MCAP footers and ``metadata.yaml`` written) by :meth:`RecorderNode.close`, which
 ``destroy_node`` calls, which ``main`` calls when SIGINT/SIGTERM end the spin.
+
+Stopping (``main``, through ``so101_driver.ros_io.run_node``): the first SIGINT or SIGTERM
+ends the spin; any further one while the queue drains and the bag closes is logged and
+otherwise ignored, so an impatient second Ctrl-C neither cuts the bag short nor prints a
+traceback, and the process exits 0 with a complete bag. The close itself also runs to its end
+if the process's signal handlers raise (embedding with Python's default handlers): see
+:func:`eval_monitor.bag.run_to_completion`.
 
 QoS matches what each topic's publishers offer, as ``ros2 bag record`` does: RELIABLE
 keep-last 100 (a recording must not lose messages) unless a publisher offers only
@@ -27,12 +37,18 @@ from collections import Counter
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from so101_driver.guard import GuardedNode
 from so101_driver.ros_io import float_range, run_node
 from so101_driver.qos import COMMAND
 
-from eval_monitor.bag import BagWriter, msg_definition, normalize_type_name, qos_profiles_yaml
+from eval_monitor.bag import (
+    BagWriter,
+    msg_definition,
+    normalize_type_name,
+    qos_profiles,
+    run_to_completion,
+)
 
 #: What an evaluation needs (DESIGN.md topic table), relative so a pushed namespace applies;
 #: /clock is global.
@@ -73,8 +89,7 @@ def _descriptor(description: str, **kwargs: Any) -> ParameterDescriptor:
     return ParameterDescriptor(description=description, read_only=True, **kwargs)
 
 
-
-class RecorderNode(Node):
+class RecorderNode(GuardedNode):
     """Record wanted topics into a bag directory until closed."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -128,12 +143,20 @@ class RecorderNode(Node):
                         'are dropped and counted (the disk is too slow).',
                         floating_point_range=float_range(1.0, 1e6)),
         ).value
+        flush_period = self.declare_parameter(
+            'flush_period_s', 1.0,
+            _descriptor('Finish the MCAP chunk and refresh metadata.yaml at least this often '
+                        'while messages arrive, so a killed recorder loses at most about '
+                        'this much; 0 = only when a chunk fills (1 MiB).',
+                        floating_point_range=float_range(0.0, 3600.0)),
+        ).value
 
         self._all_topics = bool(all_topics)
         if record_images:
             topics = list(topics) + IMAGE_TOPICS
         self._wanted = {self.resolve_topic_name(t) for t in topics}
         self._max_queue_bytes = int(max_queue_mb * 1e6)
+        self._flush_period = float(flush_period)
         self._writer = BagWriter(
             output,
             split_size_bytes=int(split_size_mb * 1e6) or None,
@@ -158,18 +181,23 @@ class RecorderNode(Node):
         self._types: dict[str, str] = {}
         self._ignored: set[str] = set()
         self._last_logged: dict[str, int] = {}
+        self._discovery_timer = self._stats_timer = None
         self._thread = threading.Thread(target=self._write_loop, name='bag_writer', daemon=True)
         self._thread.start()
-
-        self.get_logger().info(
-            f'recording to {self.output}: '
-            + ('all topics' if self._all_topics else ', '.join(sorted(self._wanted)))
-        )
-        self._discover()
-        self._discovery_timer = self.create_timer(discovery_period, self._discover)
-        self._stats_timer = (
-            self.create_timer(stats_period, self._log_stats) if stats_period > 0 else None
-        )
+        try:
+            self.get_logger().info(
+                f'recording to {self.output}: '
+                + ('all topics' if self._all_topics else ', '.join(sorted(self._wanted)))
+            )
+            self._discover()
+            self._discovery_timer = self.create_timer(discovery_period, self._discover)
+            self._stats_timer = (
+                self.create_timer(stats_period, self._log_stats) if stats_period > 0 else None
+            )
+        except BaseException:
+            # Interrupted or failed while starting: leave a closed bag, not an open one.
+            self.close()
+            raise
 
     # -- public --------------------------------------------------------------------------
 
@@ -197,12 +225,22 @@ class RecorderNode(Node):
             return dict(self._dropped)
 
     def close(self) -> None:
-        """Stop recording: write everything received, finish the bag. Safe to call twice."""
+        """Stop recording: write everything received, finish the bag. Safe to call twice.
+
+        Runs to its end even if a signal handler raises meanwhile (see
+        :func:`run_to_completion`).
+        """
         with self._lock:
             if self._closing:
                 return
             self._closing = True
             self._queue.put(None)
+            queued = self._queue.qsize() - 1
+        if queued > 0:
+            self.get_logger().info(f'stopping: writing {queued} queued messages, then closing')
+        run_to_completion(self._finish, name='recorder close')
+
+    def _finish(self) -> None:
         for timer in (self._discovery_timer, self._stats_timer):
             if timer is not None:
                 timer.cancel()
@@ -250,7 +288,7 @@ class RecorderNode(Node):
         qos = self._subscription_qos(name, offered)
         with self._lock:
             # Queued before any of its messages: the writer declares the topic first.
-            self._queue.put(('topic', name, type_name, qos_profiles_yaml(offered), definition))
+            self._queue.put(('topic', name, type_name, qos_profiles(offered), definition))
         subscription = self.create_subscription(
             msg_type, name, functools.partial(self._on_message, name), qos, raw=True
         )
@@ -297,10 +335,22 @@ class RecorderNode(Node):
             self._queue.put(('msg', topic, data, receive_time, publish_time))
 
     def _write_loop(self) -> None:
+        flush_due: float | None = None  # monotonic time the unflushed messages must be out by
         while True:
-            item = self._queue.get()
+            try:
+                timeout = None if flush_due is None else max(0.0, flush_due - time.monotonic())
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = 'flush'
             if item is None:
                 return
+            if flush_due is not None and (item == 'flush' or time.monotonic() >= flush_due):
+                flush_due = None
+                self._flush()
+            if item == 'flush':
+                continue
+            if item[0] == 'msg' and flush_due is None and self._flush_period > 0:
+                flush_due = time.monotonic() + self._flush_period
             try:
                 if item[0] == 'topic':
                     _, name, type_name, offered_qos, definition = item
@@ -321,6 +371,15 @@ class RecorderNode(Node):
                     with self._lock:
                         self._queued_bytes -= len(item[2])
 
+    def _flush(self) -> None:
+        if self._write_error is not None:
+            return
+        try:
+            self._writer.flush()
+        except Exception as exc:  # noqa: BLE001 - disk full etc.: as a failed write
+            self._write_error = exc
+            self.get_logger().error(f'writing the bag failed, recording stopped: {exc}')
+
     def _log_stats(self, final: bool = False) -> None:
         with self._lock:
             written = dict(self._written)
@@ -340,6 +399,7 @@ class RecorderNode(Node):
 
 
 def main(args=None):
+    """``so101_recorder``: record until SIGINT/SIGTERM, then close the bag and exit 0."""
     run_node(RecorderNode, 'so101_recorder', (FileExistsError, LookupError, ValueError), args=args)
 
 

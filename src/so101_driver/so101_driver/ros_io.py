@@ -94,7 +94,8 @@ def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ..
     before ``destroy_node`` has joined it fails with "publisher's context is invalid", and a
     second Ctrl-C raises KeyboardInterrupt inside whatever the node is closing (a bag's
     metadata). Here the signals only ask the spin loop to stop: the context stays valid until
-    the node is destroyed, and further signals while it stops are logged, never raised.
+    the node is destroyed, and further signals while it stops are logged, never raised. A
+    signal while the node is still being built (a policy loading) aborts the build.
 
     An exception in ``startup_errors`` while building (a bad parameter, a missing file, a
     servo that does not answer) ends the process with one FATAL line naming the problem and
@@ -102,6 +103,7 @@ def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ..
     may block, e.g. a service doing bus I/O beside subscriptions).
     """
     import signal
+    import sys
     import threading
 
     import rclpy
@@ -113,24 +115,34 @@ def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ..
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
+    spinning = threading.Event()
     logger = rclpy.logging.get_logger(name)
 
     def on_signal(signum, frame):
         if stop.is_set():
-            logger.warning(f'{signal.Signals(signum).name} again: already stopping')
+            print(f'[{name}] {signal.Signals(signum).name} again: already stopping',
+                  file=sys.stderr, flush=True)
+            return
         stop.set()
+        if not spinning.is_set():  # still building (a policy loads for minutes): abort that
+            raise KeyboardInterrupt
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     try:
         try:
             node = make_node()
         except startup_errors as err:
             logger.fatal(str(err))
             raise SystemExit(1) from err
+        except KeyboardInterrupt:
+            print(f'[{name}] stopped while starting', file=sys.stderr, flush=True)
+            return
         executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                     else SingleThreadedExecutor())
         executor.add_node(node)
+        spinning.set()
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=0.1)
@@ -141,8 +153,8 @@ def run_node(make_node, name: str, startup_errors: tuple[type[BaseException], ..
             node.destroy_node()
     finally:
         rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    # on_signal stays installed: a late Ctrl-C while the interpreter exits is logged, not a
+    # KeyboardInterrupt traceback and a non-zero exit after a clean shutdown.
 
 
 def float_range(lo: float, hi: float) -> list:

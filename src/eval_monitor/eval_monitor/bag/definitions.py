@@ -1,14 +1,17 @@
-"""ROS 2 message type names and full message definitions, as rosbag2 stores them.
+"""ROS 2 message type names, full message definitions and type hashes, as rosbag2 stores them.
 
 rosbag2's MCAP storage plugin puts the concatenated ``.msg`` text of a type and all its
 dependencies into each ``ros2msg`` schema (its ``message_definition_cache``). This module
 reimplements that lookup and concatenation over the ament share directories, so bags are
-written without rosbag2 and readers (``mcap_ros2``, Foxglove, rosbag2) can decode them.
+written without rosbag2 and readers (``mcap_ros2``, Foxglove, rosbag2) can decode them. The
+type hash (``type_description_hash``, metadata version 7 on) is read from the type
+description rosidl installs beside each ``.msg``.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import sys
@@ -17,6 +20,7 @@ from pathlib import Path
 __all__ = [
     'msg_definition',
     'normalize_type_name',
+    'type_description_hash',
 ]
 
 _DEFINITION_SEPARATOR = '=' * 80 + '\n'
@@ -98,3 +102,29 @@ def msg_definition(type_name: str) -> str:
         return ''.join(parts)
 
     return append_recursive(type_name, 50)
+
+
+@functools.cache
+def type_description_hash(type_name: str) -> str:
+    """RIHS01 type hash of ``type_name`` (``RIHS01_<sha256 hex>``), or ``''`` when unknown.
+
+    rosidl (Iron on) installs ``share/<pkg>/msg/<Type>.json`` next to the ``.msg``, holding the
+    type description and its hash: the value the graph reports for the type (REP-2011) and
+    rosbag2 records as ``type_description_hash``. Read, not recomputed, so it cannot drift from
+    what the publishers' type support uses. Older installs without the file give ``''``, which
+    rosbag2 also writes when it has no hash.
+    """
+    package, namespace, name = normalize_type_name(type_name).split('/')
+    wanted = f'{package}/{namespace}/{name}'
+    for share in _share_directories(package):
+        path = share / namespace / f'{name}.json'
+        if not path.is_file():
+            continue
+        try:
+            document = json.loads(path.read_text(encoding='utf-8'))
+        except (OSError, ValueError):
+            continue
+        for entry in document.get('type_hashes') or []:
+            if entry.get('type_name') == wanted and isinstance(entry.get('hash_string'), str):
+                return entry['hash_string']
+    return ''

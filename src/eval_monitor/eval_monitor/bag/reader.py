@@ -67,10 +67,13 @@ def _split_index(path: Path) -> tuple[int, str]:
 class BagReader:
     """Read a bag directory (or one ``.mcap`` file) written by :class:`BagWriter` or rosbag2.
 
-    Files come from ``metadata.yaml`` (``relative_file_paths``) when present, else every
-    ``*.mcap`` of the directory in split-index order. Messages are yielded file by file,
-    each file's in log-time order (ties keep file order), so a reader of several topics sees
-    one time line; a split starts a new file later in time, so the whole bag is in order.
+    Any metadata.yaml version is read (5, written here before, and 9, written now, are
+    tested, as are bags rosbags writes): only ``relative_file_paths`` and the topics' names
+    and types are used, which every version has. Files come from ``metadata.yaml``
+    (``relative_file_paths``) when present, else every ``*.mcap`` of the directory in
+    split-index order. Messages are yielded file by file, each file's in log-time order (ties
+    keep file order), so a reader of several topics sees one time line; a split starts a new
+    file later in time, so the whole bag is in order.
 
     Damaged files never make iteration raise: a file without a usable footer/index is read
     sequentially up to its first unreadable byte, a chunk that fails to decompress or check
@@ -159,6 +162,30 @@ class BagReader:
                     )
                     continue
                 yield channel.topic, schema.name, message.log_time, decoded
+
+    def file_summary(self, file: Path) -> Any:
+        """The MCAP summary of one of :attr:`files`, or None when it has no usable one."""
+        return self._summary(file)
+
+    def file_channels(self, file: Path) -> list[tuple[Any, Any]]:
+        """``(schema, channel)`` mcap records of every channel one of :attr:`files` declares.
+
+        From the summary when it is sound, else from a sequential scan (schema None when the
+        file lost it); channels without messages are included.
+        """
+        summary = self._summary(file)
+        if summary is not None:
+            return [(summary.schemas.get(ch.schema_id), ch) for ch in summary.channels.values()]
+        return [(record[2], record[1]) for record in self._stream_records(file, report=False)
+                if record[0] == 'channel']
+
+    def file_records(self, file: Path) -> Iterator[tuple[Any, Any, Any]]:
+        """``(schema, channel, message)`` mcap records of one of :attr:`files`, in log-time order.
+
+        What :meth:`raw_messages` reads of that file, as the mcap library's record objects
+        (publish time and sequence included); damage is skipped and reported the same way.
+        """
+        yield from self._iter_file(file, None)
 
     # -- internals ---------------------------------------------------------------------------
 

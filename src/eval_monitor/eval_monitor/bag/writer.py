@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from eval_monitor.bag.definitions import msg_definition, normalize_type_name
-from eval_monitor.bag.metadata import METADATA_FILE, METADATA_VERSION, STORAGE_ID, _time_yaml
+from eval_monitor.bag.definitions import (
+    msg_definition,
+    normalize_type_name,
+    type_description_hash,
+)
+from eval_monitor.bag.metadata import (
+    MCAP_METADATA_NAME,
+    STORAGE_ID,
+    FileInfo,
+    TopicInfo,
+    bag_info,
+    info_yaml,
+    normalize_qos_profiles,
+    qos_profiles_yaml,
+    write_metadata,
+)
+from eval_monitor.bag.shield import run_to_completion
 
 __all__ = [
     'BagWriter',
@@ -46,33 +59,31 @@ class _CountingFile:
     def flush(self) -> None:
         self._file.flush()
 
+    def sync(self) -> None:
+        """Flush and fsync: the bytes survive a power loss, not only a killed process."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
 
 
-@dataclass
-class _TopicRecord:
-    name: str
-    type_name: str
-    definition: str
-    offered_qos_profiles: str
-    message_count: int = 0
-    sequence: int = 0
+class _TopicRecord(TopicInfo):
+    """A declared topic: its metadata.yaml entry plus what the MCAP files need."""
+
+    def __init__(self, info: TopicInfo, definition: str) -> None:
+        super().__init__(**vars(info))
+        self.definition = definition
+        self.sequence = 0
 
 
-@dataclass
-class _FileRecord:
-    path: str
-    start_ns: int | None = None
-    end_ns: int | None = None
-    message_count: int = 0
-    channel_ids: dict[str, int] = field(default_factory=dict)
+class _FileRecord(FileInfo):
+    """A file of the bag: its metadata.yaml entry plus its channel ids by topic."""
 
-    def add(self, log_time_ns: int) -> None:
-        self.message_count += 1
-        self.start_ns = log_time_ns if self.start_ns is None else min(self.start_ns, log_time_ns)
-        self.end_ns = log_time_ns if self.end_ns is None else max(self.end_ns, log_time_ns)
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.channel_ids: dict[str, int] = {}
 
 
 class BagWriter:
@@ -81,10 +92,13 @@ class BagWriter:
     ``split_size_bytes`` starts a new file once the current one holds at least that many
     bytes (bytes on disk plus the open chunk's uncompressed bytes); ``split_duration_s``
     once a message's log time is that far past the file's first message. ``metadata.yaml``
-    is rewritten when the bag opens, on every new topic, at every split and on close, so a
-    crash loses at most the open file's index (the reader recovers its readable part).
+    is rewritten (atomically) when the bag opens, on every new topic, at every split, on
+    :meth:`flush` and on close, so a crash loses at most the open file's index and the chunk
+    not flushed yet (the reader recovers the readable part; ``so101-bag-reindex`` rebuilds
+    index and metadata). ``custom_data`` goes to metadata.yaml's ``custom_data``.
 
-    Thread safe: every public method takes an internal lock.
+    Thread safe: every public method takes an internal lock. :meth:`close` runs to its end
+    even when a signal handler raises (Ctrl-C) meanwhile; see :func:`run_to_completion`.
     """
 
     def __init__(
@@ -95,6 +109,7 @@ class BagWriter:
         split_duration_s: float | None = None,
         compression: Compression = 'zstd',
         chunk_size_bytes: int = 1024 * 1024,
+        custom_data: Mapping[str, str] | None = None,
     ) -> None:
         """Create the bag directory (which must not exist or be empty) and its first file."""
         from mcap.writer import CompressionType
@@ -110,6 +125,9 @@ class BagWriter:
             raise ValueError('split_size_bytes must be positive (or None)')
         if split_duration_s is not None and split_duration_s <= 0:
             raise ValueError('split_duration_s must be positive (or None)')
+        custom_data = dict(custom_data or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in custom_data.items()):
+            raise ValueError('custom_data must map strings to strings (rosbag2 stores strings)')
         self.path = Path(path)
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise FileExistsError(f'bag output {self.path} already exists and is not empty')
@@ -129,6 +147,7 @@ class BagWriter:
         self._schema_ids: dict[str, int] = {}
         self._last_count = 0
         self._pending_bytes = 0
+        self._custom_data = custom_data
         self._closed = False
         self._open_next_file()
         self._write_metadata()
@@ -155,15 +174,22 @@ class BagWriter:
         self,
         name: str,
         type_name: str,
-        offered_qos_profiles: str = '',
+        offered_qos_profiles: Iterable[Any] | str = (),
         definition: str | None = None,
+        type_hash: str | None = None,
     ) -> None:
         """Declare a topic (``type_name`` like ``sensor_msgs/msg/Image``); idempotent.
 
-        ``definition`` defaults to :func:`msg_definition`; ``offered_qos_profiles`` is the
-        rosbag2 YAML string (see :func:`qos_profiles_yaml`), ``''`` when unknown.
+        ``offered_qos_profiles``: what the publishers offer, as rclpy ``QoSProfile`` objects,
+        the version 9 list (:func:`qos_profiles`) or an older metadata's YAML string; empty
+        when unknown. ``definition`` defaults to :func:`msg_definition`, ``type_hash`` to
+        :func:`type_description_hash`.
         """
         type_name = normalize_type_name(type_name)
+        profiles = normalize_qos_profiles(
+            offered_qos_profiles if isinstance(offered_qos_profiles, str)
+            else list(offered_qos_profiles)
+        )
         with self._lock:
             self._check_open()
             existing = self._topics.get(name)
@@ -175,7 +201,9 @@ class BagWriter:
                 return
             if definition is None:
                 definition = msg_definition(type_name)
-            topic = _TopicRecord(name, type_name, definition, offered_qos_profiles)
+            if type_hash is None:
+                type_hash = type_description_hash(type_name)
+            topic = _TopicRecord(TopicInfo(name, type_name, profiles, type_hash), definition)
             self._topics[name] = topic
             self._register(topic)
             self._write_metadata()
@@ -214,8 +242,12 @@ class BagWriter:
                 self._pending_bytes += len(data) + 31  # message record overhead
 
     def write_msg(self, topic: str, msg: Any, log_time_ns: int) -> None:
-        """Serialize a ROS message object with rclpy and append it (declares the topic)."""
-        from rclpy.serialization import serialize_message
+        """Serialize a ROS message object with rclpy and append it (declares the topic).
+
+        The CDR bytes are cut to the message's real length (see :mod:`eval_monitor.bag.cdr`),
+        as a published message would arrive.
+        """
+        from eval_monitor.bag.cdr import serialize_message
 
         if topic not in self._topics:
             cls = type(msg)
@@ -223,8 +255,30 @@ class BagWriter:
             self.add_topic(topic, f'{package}/msg/{cls.__name__}')
         self.write(topic, serialize_message(msg), log_time_ns)
 
+    def flush(self) -> None:
+        """Put everything written so far into the file and refresh ``metadata.yaml``.
+
+        Finishes the MCAP chunk in progress (an MCAP reader finds its messages even if the
+        process dies before :meth:`close`) and rewrites metadata.yaml with the counts so far.
+        Costs one chunk (its compression restarts), so call it every second or so, not per
+        message. Does not fsync.
+        """
+        with self._lock:
+            self._check_open()
+            self._writer.flush()
+            self._last_count = self._stream.count
+            self._pending_bytes = 0
+            self._write_metadata()
+
     def close(self) -> None:
-        """Finish the open file (MCAP summary and footer) and write ``metadata.yaml``."""
+        """Finish the open file (MCAP summary and footer) and write ``metadata.yaml``.
+
+        Both are fsynced. Runs to its end even if a signal handler raises meanwhile (the
+        exception is raised afterwards): a Ctrl-C never leaves a half-written footer.
+        """
+        run_to_completion(self._close, name=f'close {self._name}')
+
+    def _close(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -232,7 +286,7 @@ class BagWriter:
             try:
                 self._finish_file()
             finally:
-                self._write_metadata()
+                self._write_metadata(durable=True)
 
     def __enter__(self) -> BagWriter:
         return self
@@ -287,67 +341,38 @@ class BagWriter:
             self._schema_ids[topic.type_name] = schema_id
         self._files[-1].channel_ids[topic.name] = self._writer.register_channel(
             topic=topic.name,
-            message_encoding='cdr',
+            message_encoding=topic.serialization_format,
             schema_id=schema_id,
-            metadata={'offered_qos_profiles': topic.offered_qos_profiles},
+            # What rosbag2's MCAP plugin stores per channel (Jazzy on).
+            metadata={
+                'offered_qos_profiles': qos_profiles_yaml(topic.offered_qos_profiles),
+                'topic_type_hash': topic.type_description_hash,
+            },
         )
 
     def _finish_file(self) -> None:
+        """Close the open file: the bag's metadata as a ``rosbag2`` record, summary, footer."""
         try:
+            self._writer.add_metadata(
+                MCAP_METADATA_NAME, {'serialized_metadata': info_yaml(self._metadata())}
+            )
             self._writer.finish()
-            self._stream.flush()
+            self._stream.sync()
         finally:
             self._stream.close()
 
     def _split(self) -> None:
-        self._finish_file()
-        self._open_next_file()
-        self._write_metadata()
+        # Off the main thread in the recorder; on it (a script) a Ctrl-C must not leave the
+        # writer between two files.
+        def split() -> None:
+            self._finish_file()
+            self._open_next_file()
+            self._write_metadata(durable=True)
+
+        run_to_completion(split, name=f'split {self._name}')
 
     def _metadata(self) -> dict[str, Any]:
-        starts = [f.start_ns for f in self._files if f.start_ns is not None]
-        ends = [f.end_ns for f in self._files if f.end_ns is not None]
-        starting_time, duration = _time_yaml(min(starts, default=None), max(ends, default=None))
-        files = []
-        for record in self._files:
-            file_start, file_duration = _time_yaml(record.start_ns, record.end_ns)
-            files.append({
-                'path': record.path,
-                'starting_time': file_start,
-                'duration': file_duration,
-                'message_count': record.message_count,
-            })
-        return {
-            'rosbag2_bagfile_information': {
-                'version': METADATA_VERSION,
-                'storage_identifier': STORAGE_ID,
-                'duration': duration,
-                'starting_time': starting_time,
-                'message_count': sum(t.message_count for t in self._topics.values()),
-                'topics_with_message_count': [
-                    {
-                        'topic_metadata': {
-                            'name': topic.name,
-                            'type': topic.type_name,
-                            'serialization_format': 'cdr',
-                            'offered_qos_profiles': topic.offered_qos_profiles,
-                        },
-                        'message_count': topic.message_count,
-                    }
-                    for topic in self._topics.values()
-                ],
-                # rosbag2 compression (whole files or messages) is not used; MCAP compresses
-                # its chunks internally, which readers handle transparently.
-                'compression_format': '',
-                'compression_mode': '',
-                'relative_file_paths': [record.path for record in self._files],
-                'files': files,
-            }
-        }
+        return bag_info(self._topics.values(), self._files, custom_data=self._custom_data)
 
-    def _write_metadata(self) -> None:
-        text = yaml.safe_dump(self._metadata(), sort_keys=False, default_flow_style=False)
-        target = self.path / METADATA_FILE
-        partial = target.with_name(METADATA_FILE + '.tmp')
-        partial.write_text(text, encoding='utf-8')
-        os.replace(partial, target)
+    def _write_metadata(self, durable: bool = False) -> None:
+        write_metadata(self.path, self._metadata(), durable=durable)
