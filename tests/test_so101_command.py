@@ -269,3 +269,23 @@ def test_sim_bring_up_stays_on_this_host_unless_the_user_asks(given, expected, t
     assert isinstance(children, list), out
     assert {c.get('ROS_AUTOMATIC_DISCOVERY_RANGE') for c in children} == {expected}, out
     assert f'ROS_AUTOMATIC_DISCOVERY_RANGE={expected}' in out, out
+
+
+def test_a_node_that_never_answers_list_parameters_is_a_warning_not_an_abort():
+    """One lost list_parameters reply once ended a healthy 30-episode demo."""
+    from so101_driver.bringup.plan import NodeSpec
+    from so101_driver.bringup.processes import ParameterChecker
+
+    checker = ParameterChecker(namespace='')
+    try:
+        spec = NodeSpec(package='so101_driver', executable='so101_sim', name='nobody_here_xyz',
+                        params_files=(), overrides={})
+        t0 = time.monotonic()
+        problems, warnings = checker.check(spec, {'x': 1}, timeout=0.5, attempts=3)
+        assert problems == []
+        assert len(warnings) == 1 and 'did not answer list_parameters in 3 tries' in warnings[0]
+        assert time.monotonic() - t0 >= 1.5, 'it must ask three times'
+        problems, warnings = checker.check(spec, {'x': 1}, timeout=5.0, alive=lambda: False)
+        assert (problems, warnings) == ([], []), 'an exited process is reported by its caller'
+    finally:
+        checker.close()
