@@ -1,91 +1,25 @@
-"""Launch files checked without a ROS install: what they start exists, and matches ``so101 up``.
+"""The bring-up plan checked for every argument combination, without a ROS install.
 
-``launch``/``launch_ros`` are not installable from PyPI, so the launch files run here against
-small recording stand-ins for the few classes they use. That still executes the real
-launch-file code: every argument it declares, every node it would start, every file it
-passes. Each executable must be a console script of its package (what ``ros2 run`` finds
-after ``colcon build``), each parameter file must exist with a section for its node, and the
-node list must equal ``so101_driver.bringup.plan.plan`` (what ``so101 up`` starts).
+``tests/test_real_launch.py`` runs the launch files with the real launch system for a few
+combinations users run (and skips where ``../shared/ros2_launch`` is absent). What stays here
+is cheap enough for all combinations and needs neither ``launch`` nor a colcon build: every
+executable the plan starts is a console script of its package (what ``ros2 run`` finds after
+``colcon build``), every parameter file exists with a section for its node, the per-node
+params file reaches a namespaced node with its types, and invalid arguments name the valid
+ones.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import itertools
-import runpy
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from so101_driver.bringup import plan as bringup
+
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_DIR = ROOT / 'launch'
-#: Executables that come from a ROS 2 install, not from this suite.
-ROS_PACKAGES = {('robot_state_publisher', 'robot_state_publisher'), ('rviz2', 'rviz2')}
-
-
-class _Recorded:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context[self.name]
-
-
-@pytest.fixture
-def fake_launch(monkeypatch):
-    """Install recording stand-ins for launch / launch_ros."""
-    mods = {name: types.ModuleType(name) for name in (
-        'launch', 'launch.actions', 'launch.substitutions', 'launch.launch_description_sources',
-        'launch_ros', 'launch_ros.actions')}
-    mods['launch'].LaunchDescription = lambda entities: list(entities)
-    mods['launch.actions'].DeclareLaunchArgument = type('DeclareLaunchArgument', (_Recorded,), {})
-    mods['launch.actions'].OpaqueFunction = type('OpaqueFunction', (_Recorded,), {})
-    mods['launch.actions'].IncludeLaunchDescription = type('IncludeLaunchDescription',
-                                                           (_Recorded,), {})
-    mods['launch.actions'].ExecuteProcess = type('ExecuteProcess', (_Recorded,), {})
-    mods['launch.actions'].TimerAction = type('TimerAction', (_Recorded,), {})
-    mods['launch.substitutions'].LaunchConfiguration = _LaunchConfiguration
-    mods['launch.launch_description_sources'].PythonLaunchDescriptionSource = \
-        lambda path: path
-    mods['launch_ros.actions'].Node = type('Node', (_Recorded,), {})
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    return mods
-
-
-def run_launch_file(path: Path, arguments: dict[str, str]) -> tuple[dict, list]:
-    """(declared arguments, Node stand-ins) of a launch file for these argument values."""
-    entities = runpy.run_path(str(path))['generate_launch_description']()
-    declared, nodes, processes = {}, [], []
-    for entity in entities:
-        kind = type(entity).__name__
-        if kind == 'DeclareLaunchArgument':
-            declared[entity.args[0]] = entity.kwargs
-        elif kind == 'IncludeLaunchDescription':
-            inner_declared, inner_nodes = run_launch_file(
-                Path(entity.args[0]), {k: v for k, v in arguments.items()} | {
-                    k: arguments.get(k, v['default_value']) for k, v in declared.items()})
-            declared = inner_declared | declared
-            nodes += inner_nodes
-        elif kind == 'OpaqueFunction':
-            context = {name: arg.default for name, arg in bringup.ARGUMENTS.items()}
-            context |= {k: v['default_value'] for k, v in declared.items()} | arguments
-            for action in entity.kwargs['function'](context):
-                if type(action).__name__ == 'TimerAction':
-                    nodes += action.kwargs['actions']
-                elif type(action).__name__ == 'ExecuteProcess':
-                    processes.append(action.kwargs['cmd'])
-                else:
-                    nodes.append(action)
-    return declared, nodes
 
 
 def console_scripts(package: str) -> set[str]:
@@ -94,64 +28,65 @@ def console_scripts(package: str) -> set[str]:
 
 
 COMBINATIONS = [
-    dict(zip(('hardware', 'policy', 'record', 'monitor', 'rviz', 'leader'), combo))
+    dict(zip(('hardware', 'policy', 'record', 'monitor', 'cameras', 'leader'), combo))
     for combo in itertools.product(('real', 'emulated', 'sim'), ('none', 'expert'),
                                    ('true', 'false'), ('true', 'false'), ('true', 'false'),
                                    ('true', 'false'))
     if not (combo[1] == 'expert' and combo[0] != 'sim')
 ] + [  # a checkpoint directory (any existing folder will do for the plan)
-    {'hardware': hw, 'policy': str(ROOT), 'record': 'true', 'monitor': 'true', 'rviz': 'false',
-     'leader': 'false'} for hw in ('real', 'emulated', 'sim')
+    {'hardware': hw, 'policy': str(ROOT), 'record': 'true', 'monitor': 'true',
+     'cameras': 'true', 'leader': 'false'} for hw in ('real', 'emulated', 'sim')
 ]
-
-
-def test_launch_file_declares_every_bringup_argument_with_a_description(fake_launch):
-    declared, _ = run_launch_file(LAUNCH_DIR / 'so101.launch.py', {})
-    assert set(declared) == set(bringup.ARGUMENTS), \
-        f'launch arguments {sorted(declared)} != bringup arguments {sorted(bringup.ARGUMENTS)}'
-    for name, kwargs in declared.items():
-        assert kwargs.get('description'), f'launch argument {name} has no description'
-        assert kwargs['default_value'] == bringup.ARGUMENTS[name].default
 
 
 @pytest.mark.parametrize('arguments', COMBINATIONS,
                          ids=lambda a: '-'.join(f'{k}={v}' for k, v in a.items()))
-def test_launch_starts_the_bringup_plan_with_existing_executables_and_files(fake_launch,
-                                                                            arguments):
-    _, nodes = run_launch_file(LAUNCH_DIR / 'so101.launch.py', arguments)
-    started = [(n.kwargs['package'], n.kwargs['executable'], n.kwargs['name']) for n in nodes]
-    plan = bringup.plan(bringup.parse_args(arguments))
-    ours = [s for s in started if s[:2] not in ROS_PACKAGES]
-    assert ours == [(s.package, s.executable, s.name) for s in plan], \
-        f'launch file starts {ours}, so101 up starts {plan}'
-    for package, exe, name in ours:
-        assert exe in console_scripts(package), \
-            f'{name}: {exe} is not a console script of {package} ({console_scripts(package)})'
+def test_plan_starts_console_scripts_with_existing_files(arguments):
+    args = bringup.parse_args(arguments)
+    plan = bringup.plan(args)
+    for spec in plan:
+        assert spec.executable in console_scripts(spec.package), \
+            f'{spec.name}: {spec.executable} is not a console script of {spec.package}'
+    for cmd in bringup.processes(args):
+        assert cmd[0] in console_scripts('so101_driver'), f'{cmd[0]} is not a console script'
     given = bringup.check_config_files(plan)  # raises naming a missing file or section
+    assert set(given) == {s.name for s in plan}
     if arguments['hardware'] == 'emulated':
         arm = next(s for s in plan if s.name == 'so101_arm')
         assert arm.overrides['port'] == str(bringup.EMULATOR_PORT)
         assert Path(arm.overrides['calibration_file']).is_file()
-        assert 'so101-servo-emulator' in console_scripts('so101_driver')
-    for node in nodes:
-        for entry in node.kwargs.get('parameters', []):
-            if isinstance(entry, str):
-                assert Path(entry).is_file(), f'{node.kwargs["name"]}: {entry} missing'
-    assert set(given) == {s.name for s in plan}
     if arguments['policy'] not in ('none', 'expert'):
         policy = next(s for s in plan if s.name == 'pi05_policy')
         assert policy.overrides['checkpoint'] == arguments['policy']
         assert policy.overrides['task'] == bringup.DEFAULT_TASK
-    if arguments['rviz'] == 'true':
-        rviz = [n for n in nodes if n.kwargs['package'] == 'rviz2']
-        assert rviz and Path(rviz[0].kwargs['arguments'][1]).is_file(), 'RViz config missing'
 
 
-def test_eval_launch_records_and_monitors_by_default(fake_launch):
-    declared, nodes = run_launch_file(LAUNCH_DIR / 'eval.launch.py', {})
-    names = {n.kwargs['name'] for n in nodes}
-    assert {'eval_monitor', 'so101_recorder'} <= names, f'eval launch started {names}'
-    assert declared['record']['default_value'] == 'true'
+@pytest.mark.parametrize('namespace', ['', 'cell_a'])
+def test_params_file_reaches_the_node_in_a_namespace_with_its_types(namespace, tmp_path):
+    """rcl reads a YAML section ``name:`` as ``/name``: the suite's files alone would not
+    reach ``/cell_a/name``. The per-node file the launch passes is keyed by the full name,
+    and a task that looks like YAML (``yes``) stays a string."""
+    import rclpy
+
+    args = bringup.parse_args({'namespace': namespace, 'task': 'yes',
+                               'policy': str(ROOT), 'hardware': 'sim'})
+    spec = next(s for s in bringup.plan(args) if s.name == 'pi05_policy')
+    given = bringup.check_config_files([spec])[spec.name]
+    path = bringup.write_params_file(spec, args.namespace, given, tmp_path)
+    context = rclpy.Context()
+    rclpy.init(context=context, args=['test', '--ros-args', '-r', f'__ns:=/{namespace}',
+                                              '--params-file', str(path)])
+    try:
+        node = rclpy.create_node(spec.name, context=context,
+                                 automatically_declare_parameters_from_overrides=True)
+        held = {name: p.value for name, p in node.get_parameters_by_prefix('').items()}
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert held['task'] == 'yes'
+    assert held['checkpoint'] == str(ROOT)
+    assert held['calibration_file'] == given['calibration_file'] != ''
+    assert list(held['cameras']) == list(given['cameras'])
 
 
 @pytest.mark.parametrize('arguments, expected', [
@@ -160,9 +95,9 @@ def test_eval_launch_records_and_monitors_by_default(fake_launch):
     ({'policy': 'expert', 'hardware': 'real'}, 'needs hardware:=sim'),
     ({'policy': '/no/such/checkpoint'}, 'neither none, expert nor an existing'),
 ])
-def test_invalid_launch_arguments_fail_with_the_valid_values(fake_launch, arguments, expected):
+def test_invalid_arguments_fail_with_the_valid_values(arguments, expected):
     with pytest.raises(bringup.BringupError, match=expected):
-        run_launch_file(LAUNCH_DIR / 'so101.launch.py', arguments)
+        bringup.parse_args(arguments)
 
 
 def test_so101_up_rejects_unknown_argument_names_and_malformed_assignments():

@@ -164,7 +164,7 @@ def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
 
 
 @pytest.mark.parametrize('command', ['', 'up', 'demo', 'eval', 'compare', 'emulator', 'dataset',
-                                     'console'])
+                                     'train', 'console'])
 def test_help_works_on_so101_and_every_subcommand(command):
     """``so101 up --help`` was once refused as a malformed name:=value; ``so101 console --help``
     started the console instead of answering."""
@@ -182,7 +182,7 @@ def test_help_works_on_so101_and_every_subcommand(command):
 def test_every_subcommand_has_a_help_test():
     from so101_driver.bringup.cli import COMMANDS
 
-    tested = {'up', 'demo', 'eval', 'compare', 'emulator', 'dataset', 'console'}
+    tested = {'up', 'demo', 'eval', 'compare', 'emulator', 'dataset', 'train', 'console'}
     assert set(COMMANDS) == tested, 'a new subcommand needs its --help in the test above'
 
 
@@ -289,3 +289,33 @@ def test_a_node_that_never_answers_list_parameters_is_a_warning_not_an_abort():
         assert (problems, warnings) == ([], []), 'an exited process is reported by its caller'
     finally:
         checker.close()
+
+
+def test_so101_up_under_a_namespace_gives_every_node_its_yaml(ros_context, tmp_path):
+    """The YAML files key sections by bare node name, which rcl applies only at the root:
+    under namespace:=X every value used to be dropped without a word."""
+    import rclpy
+    import rclpy.executors
+    from rcl_interfaces.srv import GetParameters
+
+    config = tmp_path / 'config'
+    shutil.copytree(ROOT / 'config', config)
+    data = yaml.safe_load((config / 'so101_sim.yaml').read_text())
+    data['so101_sim']['ros__parameters']['camera_rate_hz'] = 7.0  # default 10.0
+    (config / 'so101_sim.yaml').write_text(yaml.safe_dump(data))
+    proc = so101('up', 'hardware:=sim', 'policy:=none', 'monitor:=false', 'namespace:=arm1',
+                 f'config_dir:={config}', cwd=tmp_path)
+    node = rclpy.create_node('ns_probe', context=ros_context)
+    try:
+        client = node.create_client(GetParameters, '/arm1/so101_sim/get_parameters')
+        assert client.wait_for_service(timeout_sec=60), f'no /arm1/so101_sim:\n{stop(proc)}'
+        future = client.call_async(GetParameters.Request(names=['camera_rate_hz']))
+        executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
+        executor.add_node(node)
+        executor.spin_until_future_complete(future, timeout_sec=30)
+        assert future.result() is not None, 'get_parameters did not answer'
+        assert future.result().values[0].double_value == 7.0
+    finally:
+        node.destroy_node()
+        out = stop(proc)
+    assert proc.returncode == 0, out

@@ -276,6 +276,25 @@ def check_config_files(nodes: Iterable[NodeSpec]) -> dict[str, dict]:
     return merged
 
 
+def write_params_file(spec: NodeSpec, namespace: str, params: Mapping[str, object],
+                      folder: Path) -> Path:
+    """One ``--params-file`` holding all that ``spec``'s node gets (``params``: its YAML
+    section merged with its overrides, from ``check_config_files``), keyed by the node's
+    fully qualified name; returns its path.
+
+    The suite's YAML files key each section by the bare node name, which rcl reads as
+    ``/name``: under ``namespace:=X`` the node is ``/X/name`` and every value of the file
+    would be ignored without a word. A file also keeps each value's type, where launch_ros
+    reads the strings of a parameter dict as YAML (a task ``yes`` would become a bool).
+    """
+    fqn = f'/{namespace.strip("/")}/{spec.name}' if namespace.strip('/') else f'/{spec.name}'
+    path = Path(folder) / f'{spec.name}.params.yaml'
+    sources = ''.join(f'# {p}\n' for p in spec.params_files)
+    path.write_text(f'# {spec.name}: merged from\n{sources}# and the bring-up\'s overrides\n'
+                    + yaml.safe_dump({fqn: {'ros__parameters': dict(params)}}, sort_keys=False))
+    return path
+
+
 def unknown_keys(given: Mapping[str, object], declared: Iterable[str]) -> list[str]:
     """Parameter names in ``given`` that the node did not declare."""
     declared = set(declared)

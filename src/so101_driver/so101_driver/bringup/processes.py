@@ -15,8 +15,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from so101_driver.bringup import plan as bringup
 from so101_driver.bringup.plan import BringupError, NodeSpec
 
@@ -31,17 +29,21 @@ def executable(name: str) -> str:
     return found
 
 
-def node_command(spec: NodeSpec, namespace: str, workdir: Path) -> list[str]:
-    """The argv that starts ``spec`` as ``ros2 run`` + ``--ros-args`` would."""
+def node_command(spec: NodeSpec, namespace: str, workdir: Path,
+                 params: dict | None = None) -> list[str]:
+    """The argv that starts ``spec`` as ``ros2 run`` + ``--ros-args`` would.
+
+    ``params`` (the node's YAML sections merged with its overrides, ``check_config_files``)
+    go in one params file keyed by the node's full name: a section keyed by the bare name, as
+    the suite's YAML files are, would not reach a node under ``namespace``.
+    """
     cmd = [executable(spec.executable), '--ros-args', '-r', f'__node:={spec.name}']
     if namespace:
         cmd += ['-r', f'__ns:=/{namespace}']
-    for path in spec.params_files:
-        cmd += ['--params-file', str(path)]
-    if spec.overrides:  # a params file keeps the types (a task string stays a string)
-        extra = workdir / f'{spec.name}.overrides.yaml'
-        extra.write_text(yaml.safe_dump({spec.name: {'ros__parameters': spec.overrides}}))
-        cmd += ['--params-file', str(extra)]
+    if params is None:
+        params = bringup.check_config_files([spec])[spec.name]
+    if params:
+        cmd += ['--params-file', str(bringup.write_params_file(spec, namespace, params, workdir))]
     return cmd
 
 
@@ -198,7 +200,8 @@ def start_nodes(args: bringup.BringupArgs, group: ProcessGroup, workdir: Path,
     checker = ParameterChecker(args.namespace) if check else None
     try:
         for spec in specs:
-            proc = group.start(spec.name, node_command(spec, args.namespace, workdir),
+            proc = group.start(spec.name, node_command(spec, args.namespace, workdir,
+                                                       given[spec.name]),
                                **popen_for(spec.name))
             if checker is None:
                 continue
