@@ -14,7 +14,7 @@ from pathlib import Path
 
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, ExecuteProcess, OpaqueFunction,
-                            RegisterEventHandler)
+                            RegisterEventHandler, SetEnvironmentVariable)
 from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.logging import launch_config
 from launch.substitutions import LaunchConfiguration
@@ -58,15 +58,19 @@ def _nodes(context):
                           arguments=['-d', str(rviz_config)],
                           parameters=[{'use_sim_time': args.use_sim_time}],
                           remappings=bringup.rviz_remappings(args.namespace, rviz_config)))
+    # a sim or emulator session stays on this host unless the user exported a range
+    scope = ([SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')]
+             if args.hardware in (bringup.Hardware.SIM, bringup.Hardware.EMULATED)
+             and 'ROS_AUTOMATIC_DISCOVERY_RANGE' not in context.environment else [])
     commands = bringup.processes(args)
     if not commands:
-        return [*nodes.values(), *extra]
+        return [*scope, *nodes.values(), *extra]
     # hardware:=emulated: the arm opens the emulator's port, so it starts once the emulator
     # says the port exists; the emulator is found as ros2 run finds it (lib/so101_driver/).
     emulator = ExecuteProcess(cmd=[ExecutableInPackage(commands[0][0], 'so101_driver'),
                                    *commands[0][1:]], output='screen', name=commands[0][0])
     arm = nodes.pop('so101_arm')
-    return [*_start_when_ready(emulator, [arm]), emulator, *nodes.values(), *extra]
+    return [*scope, *_start_when_ready(emulator, [arm]), emulator, *nodes.values(), *extra]
 
 
 def _start_when_ready(emulator, actions):

@@ -507,8 +507,10 @@ def test_ros2_launch_brings_up_the_suite_and_one_sigint_ends_it(case, workspace,
     argv = [sys.executable, str(workspace.runner),
             *(['--noninteractive'] if case.noninteractive else []),
             'so101_driver', case.launch_file, *(f'{k}:={v}' for k, v in arguments.items())]
+    # as in a newcomer's shell: no discovery range, so the launch's own default shows
+    env = {k: v for k, v in workspace.env.items() if k != 'ROS_AUTOMATIC_DISCOVERY_RANGE'}
     with log.open('w') as out:
-        proc = subprocess.Popen(argv, cwd=run_dir, env=workspace.env, stdout=out,
+        proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 process_group=0)
     try:
@@ -548,6 +550,10 @@ def test_ros2_launch_brings_up_the_suite_and_one_sigint_ends_it(case, workspace,
             held = graph.parameters(name, list(given))
             wrong = {k: (v, held[k]) for k, v in given.items() if not _same(v, held[k])}
             assert not wrong, f'{name}: parameters (YAML, held) differ: {wrong}'
+        # a sim or emulator session discovers only this host unless the user asked
+        local = arguments.get('hardware', 'sim') in ('sim', 'emulated')
+        ranges = {e.get('ROS_AUTOMATIC_DISCOVERY_RANGE') for e in _descendants_env(proc.pid)}
+        assert ranges == ({'LOCALHOST'} if local else {None}), ranges
         assert proc.poll() is None
         stop_s = _stop(proc, group=not case.noninteractive)
     finally:
@@ -568,6 +574,31 @@ def test_ros2_launch_brings_up_the_suite_and_one_sigint_ends_it(case, workspace,
         assert counts.get(graph.name('joint_states'), 0) > 0, f'bag topics: {counts}'
     else:
         assert not bags
+
+
+def _descendants_env(pid: int) -> list[dict[str, str]]:
+    """Environments of every process below ``pid`` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    below, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        below += children
+        todo += children
+    found = []
+    for child in below:
+        try:
+            raw = Path(f'/proc/{child}/environ').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        found.append(dict(e.decode(errors='replace').split('=', 1) for e in raw if b'=' in e))
+    assert found, f'no processes below {pid}'
+    return found
 
 
 def _run_launch(workspace: Workspace, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
