@@ -31,7 +31,7 @@ ROSDEP_KEYS = {
 ROS_PACKAGES = {'rclpy', 'launch', 'launch_ros', 'ament_index_python', 'rcl_interfaces',
                 'rosidl_parser', 'builtin_interfaces', 'std_msgs', 'std_srvs', 'sensor_msgs',
                 'trajectory_msgs', 'diagnostic_msgs', 'geometry_msgs', 'visualization_msgs',
-                'rosgraph_msgs'}
+                'rosgraph_msgs', 'cv_bridge'}
 #: What the launch files start that is not imported: must be declared too.
 LAUNCHED = {'so101_driver': {'robot_state_publisher', 'rviz2'}}
 
