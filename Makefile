@@ -31,6 +31,7 @@ bench: env
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_dataset.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf build install log .pytest_cache bench/results

@@ -22,6 +22,7 @@ setup(
         'console_scripts': [
             'pi05_policy = pi05_policy.policy_node:main',
             'so101-dataset = pi05_policy.dataset.cli:main',
+            'so101-train = pi05_policy.train.cli:main',
         ],
     },
 )

@@ -73,6 +73,8 @@ COMMANDS = {
     'compare': (_passthrough('so101-compare'), 'compare two or more run directories'),
     'emulator': (_passthrough('so101-servo-emulator'), 'serve an emulated STS3215 bus'),
     'dataset': (_passthrough('so101-dataset'), 'convert bags into a LeRobot dataset'),
+    'train': (_passthrough('so101-train'), 'train a policy with a recipe of config/train/ '
+              '(LeRobot\'s lerobot-train)'),
     'console': (_passthrough('so101-console'), 'operator console: episodes, override, counters'),
     'demo': (cmd_demo, 'simulated cell + expert + monitor + recorder, N episodes, then the '
              'evaluation table'),
