@@ -77,6 +77,12 @@ class SimTruth:
     episode: int | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # a NaN cube makes the expert plan a NaN chunk; a NaN stamp hides later samples
+        if not all(math.isfinite(v) for v in (self.stamp, *self.cube_position)):
+            raise PayloadError(f'stamp and cube_position must be finite, got {self.stamp}, '
+                               f'{list(self.cube_position)}')
+
     def to_json(self) -> str:
         data = asdict(self)
         data['cube_position'] = [float(v) for v in self.cube_position]

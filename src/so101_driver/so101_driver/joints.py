@@ -21,6 +21,29 @@ JOINT_NAMES: tuple[str, ...] = (
 )
 SERVO_IDS: dict[str, int] = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}
 GRIPPER = 'gripper'
+#: Largest |angle| a measured joint position can have (rad): a servo's 4096 ticks are one turn
+#: and the calibration centres them near the joint's zero, so a joint_states value beyond a
+#: turn is no measurement but a corrupt or hostile message.
+MAX_MEASURED_RAD = 2 * np.pi
+
+
+def measured_positions(names, positions) -> np.ndarray:
+    """``JOINT_NAMES``-ordered positions from a joint_states message's ``name`` and
+    ``position`` (any order, other joints ignored). ValueError when a joint is missing, the
+    two lengths differ, or a position is not finite or beyond a turn (``MAX_MEASURED_RAD``):
+    whoever keeps a measured position (policy, leader, expert) must not take such a one."""
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in JOINT_NAMES if n not in index]
+    if missing or len(positions) != len(names):
+        raise ValueError(f'joint_states lacks joints {missing} or has {len(positions)} '
+                         f'positions for {len(names)} names')
+    position = np.array([positions[index[n]] for n in JOINT_NAMES], dtype=float)
+    bad = ~(np.abs(position) <= MAX_MEASURED_RAD)  # NaN compares false
+    if np.any(bad):
+        raise ValueError(f'joint_states positions {position[bad].tolist()} of '
+                         f'{[JOINT_NAMES[i] for i in np.flatnonzero(bad)]} are not finite or '
+                         f'beyond a turn ({MAX_MEASURED_RAD:.3f} rad): not a measurement')
+    return position
 
 
 @dataclass(frozen=True)

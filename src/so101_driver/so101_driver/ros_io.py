@@ -33,12 +33,15 @@ def trajectory_from_msg(msg: JointTrajectory) -> Trajectory:
     if n == 0:
         raise TrajectoryRejected(RejectReason.MISSING_JOINT,
                                  f'no joint_names (expected {list(JOINT_NAMES)})')
-    positions = np.empty((len(msg.points), n))
+    # shapes first, so the array allocated is never larger than the message: 10^5 names and
+    # 10^5 empty points (2 MB on the wire) would otherwise ask for 80 GB (MemoryError)
     for k, point in enumerate(msg.points):
         if len(point.positions) != n:
             raise TrajectoryRejected(
                 RejectReason.BAD_SHAPE,
                 f'point {k} has {len(point.positions)} positions for {n} joint names')
+    positions = np.empty((len(msg.points), n))
+    for k, point in enumerate(msg.points):
         positions[k] = point.positions
     start = to_seconds(msg.header.stamp)
     return Trajectory(

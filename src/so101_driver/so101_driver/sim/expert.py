@@ -208,11 +208,11 @@ class ScriptedExpert:
     def _view(self, now: float) -> SimTruth | None:
         cutoff = now - self.config.reaction_delay_s + 1e-9
         seen = None
+        # the newest that arrived old enough; no early stop at the first too new one: a single
+        # sample stamped in the future (or NaN) would hide every later one for 2000 samples
         for truth in self._truths:
             if truth.stamp <= cutoff:
                 seen = truth
-            else:
-                break
         return seen
 
     @property

@@ -23,7 +23,7 @@ from trajectory_msgs.msg import JointTrajectory
 from so101_driver import qos
 from so101_driver.guard import GuardedNode
 from so101_driver.eval_topics import PayloadError, SimTruth
-from so101_driver.joints import JOINT_NAMES
+from so101_driver.joints import measured_positions
 from so101_driver.ros_io import float_range, run_node, trajectory_msg
 from so101_driver.sim.expert import ExpertConfig, ScriptedExpert
 
@@ -100,8 +100,10 @@ class SimExpertNode(GuardedNode):
             self.get_logger().error(f'sim/truth: {err}', throttle_duration_sec=5.0)
 
     def _on_joint_state(self, msg: JointState):
-        if list(msg.name) == list(JOINT_NAMES) and len(msg.position) == len(JOINT_NAMES):
-            self._present = np.array(msg.position, dtype=float)
+        try:  # a NaN present would be the first point of every chunk
+            self._present = measured_positions(msg.name, msg.position)
+        except ValueError as err:
+            self.get_logger().warning(f'{err}; ignored', throttle_duration_sec=5.0)
 
     @property
     def episodes_done(self) -> int:
@@ -114,6 +116,10 @@ class SimExpertNode(GuardedNode):
         if self._present is None or now <= 0:
             return
         traj = self.expert.act(now, self._present)
+        if traj is not None and not np.all(np.isfinite(traj.positions)):
+            self.get_logger().error('the plan is not finite (IK towards an absurd sim/truth '
+                                    'cube position?): chunk not sent', throttle_duration_sec=5.0)
+            traj = None
         if traj is not None and not self._reset_pending:
             self.pub.publish(trajectory_msg(traj.positions, traj.time_from_start, traj.start))
             self.chunks_sent += 1

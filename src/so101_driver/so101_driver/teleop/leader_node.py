@@ -35,7 +35,7 @@ from so101_driver import qos
 from so101_driver.guard import GuardedNode
 from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost
 from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, load_calibration
-from so101_driver.joints import JOINT_NAMES
+from so101_driver.joints import measured_positions
 from so101_driver.ros_io import diag_status, float_range, run_node, trajectory_msg
 from so101_driver.teleop.leader import (
     LeaderToFollower,
@@ -90,7 +90,8 @@ class LeaderNode(GuardedNode):
         self._leader_target: np.ndarray | None = None
         self._status_line = 'starting'
         self.counters = {'reads': 0, 'read_failures': 0, 'trajectories': 0,
-                         'override_raised': 0, 'override_released': 0, 'reconnects': 0}
+                         'override_raised': 0, 'override_released': 0, 'reconnects': 0,
+                         'joint_states_refused': 0}
 
         self._connect(first=True)  # raises if the leader is not there at start
 
@@ -277,13 +278,13 @@ class LeaderNode(GuardedNode):
         return response
 
     def _on_joint_states(self, msg: JointState):
-        index = {n: i for i, n in enumerate(msg.name)}
-        if any(n not in index for n in JOINT_NAMES) or len(msg.position) < len(msg.name):
-            self.get_logger().warning(f'joint_states without all of {list(JOINT_NAMES)} ignored '
-                                   f'(got {list(msg.name)})', throttle_duration_sec=5.0)
-            return
-        position = np.array([msg.position[index[n]] for n in JOINT_NAMES], dtype=float)
-        if not np.all(np.isfinite(position)):
+        # an absurd follower position (1e9 rad) would make teleop_points' catch-up time
+        # overflow the trajectory's Duration and end the read thread: not a measurement, refused
+        try:
+            position = measured_positions(msg.name, msg.position)
+        except ValueError as err:
+            self.counters['joint_states_refused'] += 1
+            self.get_logger().warning(f'follower {err}; ignored', throttle_duration_sec=5.0)
             return
         with self._lock:
             self._follower = position
