@@ -57,11 +57,11 @@ class EpisodeMark:
                        success=data.get('success'), source=str(data.get('source', 'service')),
                        episode=data.get('episode'), note=str(data.get('note', '')))
         except KeyError as err:
-            raise PayloadError(f'episode mark {text!r} lacks field {err}; expected '
+            raise PayloadError(f'episode mark {text[:200]!r} lacks field {err}; expected '
                                '{"event": "start"|"end", "stamp": seconds, "success": bool '
                                '(end only), "source": str}') from err
         except ValueError as err:
-            raise PayloadError(f'episode mark {text!r}: {err}') from err
+            raise PayloadError(f'episode mark {text[:200]!r}: {err}') from err
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,9 @@ class SimTruth:
 def _object(text: str, what: str) -> dict:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PayloadError(f'{what} is not JSON ({err}): {text[:200]!r}') from err
+    except (ValueError, RecursionError) as err:  # also 10^5-deep nesting, 5000-digit numbers
+        raise PayloadError(f'{what} is not usable JSON ({type(err).__name__}: '
+                           f'{str(err)[:200]}): {text[:200]!r}') from err
     if not isinstance(data, dict):
         raise PayloadError(f'{what} must be a JSON object, got {type(data).__name__}')
     return data

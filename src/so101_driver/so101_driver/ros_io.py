@@ -168,10 +168,11 @@ def float_range(lo: float, hi: float) -> list:
 
 
 def log_outcome(logger, outcome: Outcome, text: str) -> None:
-    """Log a trajectory's fate as the arm and the sim do: rejected = ERROR, ignored (its
-    source is not in control) = throttled WARN, accepted = DEBUG."""
+    """Log a trajectory's fate as the arm and the sim do: rejected = ERROR at most once a
+    second (any process can send a flood; diagnostics count every one), ignored (its source
+    is not in control) = throttled WARN, accepted = DEBUG."""
     if outcome is Outcome.REJECTED:
-        logger.error(text)
+        logger.error(text, throttle_duration_sec=1.0)
     elif outcome is Outcome.IGNORED:
         logger.warning(text, throttle_duration_sec=2.0)
     else:

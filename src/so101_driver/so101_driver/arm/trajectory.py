@@ -254,7 +254,11 @@ class ArmController:
     def record_rejection(self, source: CommandSource, err: TrajectoryRejected) -> str:
         """Count a rejection (also one found while converting the message) and describe it."""
         self.counters.rejected[err.reason.value] += 1
-        self.last_message = f'{source.value} trajectory rejected ({err.reason.value}): {err}'
+        # cut: a message with 10^5 joint names would otherwise put 1 MB into every log line
+        # and diagnostics message
+        text = str(err)
+        text = text if len(text) <= 300 else text[:300] + f'... ({len(text)} characters)'
+        self.last_message = f'{source.value} trajectory rejected ({err.reason.value}): {text}'
         return self.last_message
 
     def on_override(self, active: bool, now: float, present: np.ndarray | None) -> bool:
