@@ -30,6 +30,7 @@ bench: env
 	$(PY) bench/bench_camera.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_policy.py
+	$(PY) bench/bench_rtc.py
 	$(PY) bench/bench_dataset.py
 	$(PY) bench/bench_train.py
 

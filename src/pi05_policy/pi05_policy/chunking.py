@@ -18,6 +18,10 @@ Scheduling (``ChunkScheduler``), one inference at a time:
   ``async_threshold`` of a chunk's length; the new chunk replaces the tail of the old one.
   When inference takes less than ``async_threshold`` of a chunk, the new chunk arrives
   while the old one still has points ahead, so the commanded stream has no gap.
+* ``RTC``: scheduled as ``ASYNC``; in addition each inference gets the part of the current
+  chunk still to run and the inference delay, for LeRobot's Real-Time Chunking
+  (``pi05_policy.rtc``), so the new chunk continues the old one instead of jumping at the
+  seam. Timing is unchanged: chunks stay anchored to their observation stamp.
 
 ``reset()`` (operator override, watchdog) forgets the chunk and invalidates an inference in
 flight, whose result must then be thrown away: ``finish`` returns False for it.
@@ -35,6 +39,7 @@ import numpy as np
 class ChunkMode(str, Enum):
     SYNC = 'sync'
     ASYNC = 'async'
+    RTC = 'rtc'  # ASYNC plus LeRobot's Real-Time Chunking (policies with rtc_config)
 
 
 @dataclass
@@ -42,8 +47,8 @@ class ChunkingConfig:
     """How chunks are timed and when inference runs."""
 
     fps: float = 30.0  # control rate of the training data: action k is for t_obs + k / fps
-    mode: ChunkMode = ChunkMode.ASYNC  # SYNC: infer when used up; ASYNC: before it runs out
-    async_threshold: float = 0.5  # ASYNC: infer when less than this fraction of a chunk is left
+    mode: ChunkMode = ChunkMode.ASYNC  # SYNC: infer when used up; ASYNC/RTC: before it runs out
+    async_threshold: float = 0.5  # ASYNC/RTC: infer when less than this fraction is left
     min_lead_s: float = 0.01  # actions due sooner than this after publishing are dropped
     max_actions: int = 0  # use at most this many actions of each chunk (0: all of them)
 

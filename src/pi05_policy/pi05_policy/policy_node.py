@@ -9,7 +9,15 @@ is loaded and run in one worker thread, so no callback ever waits for inference.
 loop: assess the inputs (watchdog, task, override) -> ask ``chunking.ChunkScheduler``
 whether an inference is due -> convert images and state -> ``runtime.PolicyRuntime.infer``
 -> ``chunking.time_chunk`` (drops actions whose time passed during inference) ->
-``so101_driver.ros_io.trajectory_msg`` -> publish. Every stage is timed and reported.
+``so101_driver.ros_io.trajectory_msg`` -> publish. Every stage is timed and reported, and
+every chunk's stage stamps (``pi05_policy.stamps``) go out in ``policy/status`` right after it.
+
+Chunk modes (``chunk_mode``): ``sync``, ``async`` and ``rtc`` (``chunking``); ``auto`` (the
+default) is ``rtc`` for a policy whose LeRobot config has ``rtc_config`` (pi05, pi0,
+smolvla) and ``async`` otherwise; ``rtc`` with another policy fails at start. For such a
+policy LeRobot's RTC is installed at load (``rtc_*`` parameters, LeRobot's defaults), so the
+mode can change at runtime; in ``rtc`` each inference gets the unexecuted part of the current
+chunk and the delay from ``pi05_policy.rtc.RtcPlanner``.
 
 While ``teleop/override`` is true nothing is published and the scheduler is reset (an
 inference in flight is thrown away); after the hand-back the policy starts afresh from the
@@ -29,17 +37,15 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import (
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
 from pi05_policy.chunking import ChunkingConfig, ChunkMode, ChunkScheduler, time_chunk
+from pi05_policy.node_params import AUTO_MODE, declare_parameters
+from pi05_policy.rtc import RtcPlanner, RtcRequest, RtcSettings, refusal
 from pi05_policy.runtime import (
     CheckpointError,
     Device,
@@ -50,12 +56,13 @@ from pi05_policy.runtime import (
     RuntimeConfig,
     parse_cameras,
 )
+from pi05_policy.stamps import ChunkStamps, StampHistory
 from so101_driver import qos
 from so101_driver.guard import GuardedNode
 from so101_driver.feetech.calibration import CalibrationError
 from so101_driver.images import ImageError, compressed_to_rgb, image_to_rgb
-from so101_driver.joints import JOINT_NAMES, package_root
-from so101_driver.ros_io import diag_status, float_range, run_node, to_seconds, trajectory_msg
+from so101_driver.joints import measured_positions, package_root
+from so101_driver.ros_io import diag_status, run_node, to_seconds, trajectory_msg
 
 #: diagnostic levels as ints (``so101_driver.ros_io.diag_status`` takes an int)
 OK, WARN, ERROR = (DiagnosticStatus.OK[0], DiagnosticStatus.WARN[0], DiagnosticStatus.ERROR[0])
@@ -103,7 +110,7 @@ class PolicyNode(GuardedNode):
         super().__init__('pi05_policy', **kwargs)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._declare_parameters()
+        declare_parameters(self)
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.cameras = parse_cameras(list(p('cameras')))
         self.runtime = PolicyRuntime(RuntimeConfig(
@@ -111,8 +118,18 @@ class PolicyNode(GuardedNode):
             cameras=self.cameras, use_degrees=p('use_degrees'), device=Device(p('device')),
             dtype=DType(p('dtype')), compile=p('compile'), tokenizer_path=p('tokenizer_path'),
             limit_margin=p('limit_margin'), model_loader=p('model_loader')))
-        self.chunking = self._chunking_config()
+        self.rtc_settings = None
+        if self.runtime.info.supports_rtc:  # installed at load, so any mode may be chosen later
+            self.rtc_settings = RtcSettings(
+                execution_horizon=p('rtc_execution_horizon'),
+                max_guidance_weight=p('rtc_max_guidance_weight'),
+                prefix_attention_schedule=p('rtc_prefix_attention_schedule'))
+            self.runtime.enable_rtc(self.rtc_settings)
+        self.chunking = self._chunking_config()  # rtc without rtc_config: CheckpointError
         self.scheduler = ChunkScheduler(self.chunking)
+        self.rtc = RtcPlanner(self.chunking.fps)
+        self.stamps = StampHistory()
+        self.last_rtc: RtcRequest | None = None
         self.max_image_age = p('max_image_age_s')
         self.max_state_age = p('max_state_age_s')
 
@@ -125,7 +142,8 @@ class PolicyNode(GuardedNode):
         self._reason = f'loading {self.runtime.info.policy_type} from {self.runtime.info.folder}'
         self.counters = {'inferences': 0, 'chunks_published': 0, 'nonfinite_chunks': 0,
                          'chunks_all_past': 0, 'actions_dropped_past': 0, 'clipped_values': 0,
-                         'tasks_refused': 0, 'inference_errors': 0, 'stale_results_dropped': 0}
+                         'tasks_refused': 0, 'inference_errors': 0, 'stale_results_dropped': 0,
+                         'rtc_guided_chunks': 0, 'rtc_delay_beyond_horizon': 0}
         self.last_problem = ''
         #: per-chunk stage timings (seconds), newest last; read by the benchmark
         self.latency_history: deque[dict[str, float]] = deque(maxlen=500)
@@ -151,56 +169,25 @@ class PolicyNode(GuardedNode):
         self._worker.start()
 
     # -- parameters ------------------------------------------------------------------
-    def _declare_parameters(self):
-        def declare(name, default, description, read_only=True, **ranges):
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=read_only, **ranges))
-
-        declare('checkpoint', '', 'pretrained_model/ folder of a LeRobot checkpoint '
-                '(config.json, model.safetensors, policy_pre/postprocessor files)')
-        declare('calibration_file', '', 'LeRobot calibration JSON of the arm (joint units of '
-                'the training data)')
-        declare('cameras', ['front', 'handeye'], 'ROS cameras to use, "name" or '
-                '"name:image_key": cameras/<name>/image_raw -> observation.images.<image_key>')
-        declare('use_compressed', False, 'Subscribe to cameras/<name>/image_raw/compressed '
-                '(JPEG/PNG, for links between machines)')
-        declare('use_degrees', True, 'Body joints in degrees (LeRobot 0.6.1 SO-101 default); '
-                'false: -100..100 (older datasets)')
-        declare('task', '', 'Initial language instruction (policy/task replaces it)')
-        declare('device', 'auto', 'Torch device: auto, cuda, cpu or mps')
-        declare('dtype', 'auto', 'Model precision for pi0/pi05: auto (checkpoint), float32, '
-                'bfloat16')
-        declare('compile', False, 'torch.compile the model (slow first chunk)')
-        declare('tokenizer_path', '', 'Local tokenizer folder replacing the checkpoint\'s Hub '
-                'tokenizer (machines without the Hugging Face cache)')
-        declare('model_loader', '', '"package.module:function" that builds the model '
-                '(empty: LeRobot\'s from_pretrained); reduced-size test checkpoints need '
-                'pi05_policy.tiny_checkpoints:load_reduced_pi05')
-        declare('limit_margin', 0.0, 'Clip actions this far inside the joint limits (rad)',
-                floating_point_range=float_range(0, 0.5))
-        declare('control_fps', 30.0, 'Control rate of the training data: action k is for '
-                't_obs + k / control_fps', floating_point_range=float_range(1, 1000))
-        declare('chunk_mode', 'async', 'sync: infer when the chunk is used up; async: infer '
-                'when less than async_threshold of a chunk remains', read_only=False)
-        declare('async_threshold', 0.5, 'async: fraction of a chunk left that triggers the next '
-                'inference', read_only=False, floating_point_range=float_range(0.01, 1))
-        declare('max_actions_per_chunk', 0, 'Use at most this many actions of a chunk '
-                '(0: all)', read_only=False,
-                integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)])
-        declare('min_lead_s', 0.01, 'Actions due sooner than this after publishing are dropped',
-                read_only=False, floating_point_range=float_range(0, 1))
-        declare('max_image_age_s', 0.5, 'Watchdog: stop commanding when an image is older',
-                read_only=False, floating_point_range=float_range(0.01, 60))
-        declare('max_state_age_s', 0.25, 'Watchdog: stop commanding when the joint state is '
-                'older', read_only=False, floating_point_range=float_range(0.01, 60))
-        declare('status_rate_hz', 2.0, 'policy/status publish rate',
-                floating_point_range=float_range(0.1, 50))
-
     def _chunking_config(self, **changes) -> ChunkingConfig:
         p = lambda name: changes.get(name, self.get_parameter(name).value)  # noqa: E731
-        return ChunkingConfig(fps=p('control_fps'), mode=ChunkMode(p('chunk_mode')),
+        mode = str(p('chunk_mode')).strip().lower()
+        supports_rtc = self.runtime.info.supports_rtc
+        if mode == AUTO_MODE:
+            mode = ChunkMode.RTC if supports_rtc else ChunkMode.ASYNC
+        elif mode not in {m.value for m in ChunkMode}:
+            raise ValueError(f'chunk_mode {mode!r} is not one of '
+                             f'{[AUTO_MODE, *(m.value for m in ChunkMode)]}')
+        elif ChunkMode(mode) is ChunkMode.RTC and not supports_rtc:
+            raise CheckpointError(refusal(self.runtime.info.policy_type))
+        return ChunkingConfig(fps=p('control_fps'), mode=ChunkMode(mode),
                               async_threshold=p('async_threshold'), min_lead_s=p('min_lead_s'),
                               max_actions=p('max_actions_per_chunk'))
+
+    def _reset_chunks(self) -> None:
+        """Forget the chunk being executed (under the lock): scheduler and RTC leftover."""
+        self.scheduler.reset()
+        self.rtc.forget_chunk()
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {q.name: q.value for q in params}
@@ -243,7 +230,7 @@ class PolicyNode(GuardedNode):
                                                       if self._task else ''))
             elif task != self._task:
                 self._task = task
-                self.scheduler.reset()  # the old chunk answered another instruction
+                self._reset_chunks()  # the old chunk answered another instruction
                 self.last_problem = ''
         if not task:
             self.get_logger().warning(self.last_problem)
@@ -255,7 +242,7 @@ class PolicyNode(GuardedNode):
             if bool(msg.data) == self._override:
                 return
             self._override = bool(msg.data)
-            self.scheduler.reset()  # on: nothing more to publish; off: start afresh
+            self._reset_chunks()  # on: nothing more to publish; off: start afresh
         self.get_logger().info('operator override ' + ('on: policy paused' if msg.data
                                                         else 'off: policy resumes'))
 
@@ -311,7 +298,7 @@ class PolicyNode(GuardedNode):
             state, reason = self._assess(now)
             if state is not PolicyState.RUNNING:
                 if self._state is PolicyState.RUNNING:
-                    self.scheduler.reset()
+                    self._reset_chunks()
             elif not self.scheduler.due(now):
                 state = None
             else:
@@ -319,16 +306,18 @@ class PolicyNode(GuardedNode):
                 images = dict(self._images)
                 joints = self._joint_state
                 task = self._task
+                rtc = (self.rtc.request(joints.stamp)
+                       if self.chunking.mode is ChunkMode.RTC else None)
         if state is None:
             return False
         self._set_state(state, reason)
         if state is not PolicyState.RUNNING:
             return False
-        self._infer_and_publish(token, images, joints, task)
+        self._infer_and_publish(token, images, joints, task, rtc, now)
         return True
 
     def _infer_and_publish(self, token: int, images: dict[str, Stamped], joints: Stamped,
-                           task: str) -> None:
+                           task: str, rtc: RtcRequest | None, started: float) -> None:
         t0 = time.perf_counter()
         try:
             rgb = {name: (compressed_to_rgb(item.msg) if isinstance(item.msg, CompressedImage)
@@ -340,7 +329,7 @@ class PolicyNode(GuardedNode):
         t1 = time.perf_counter()
         try:
             result = self.runtime.infer(Observation(images=rgb, joint_positions=position,
-                                                    task=task))
+                                                    task=task), rtc=rtc)
         except NonFiniteActions as err:
             self._drop(token, 'nonfinite_chunks', f'chunk dropped: {err}')
             return
@@ -352,13 +341,16 @@ class PolicyNode(GuardedNode):
             self.counters['inferences'] += 1
             self.counters['clipped_values'] += result.clipped
             now = self.now()
+            # what the chunk timing drops: observation stamp to when this chunk can take over
+            self.rtc.record_latency(now + self.chunking.min_lead_s - joints.stamp)
+            self._note_rtc(rtc)
             state, reason = self._assess(now)
             chunk = time_chunk(result.positions, joints.stamp, now, self.chunking)
             if state is not PolicyState.RUNNING or not self.scheduler.finish(token, chunk):
                 self.counters['stale_results_dropped'] += 1
                 if state is PolicyState.RUNNING:  # reset by override/task meanwhile
                     return
-                self.scheduler.reset()
+                self._reset_chunks()
                 return
             if chunk is None:
                 self.counters['chunks_all_past'] += 1
@@ -367,7 +359,14 @@ class PolicyNode(GuardedNode):
                                      f'was due before it was ready ({t2 - t0:.3f} s inference)')
                 return
             msg = trajectory_msg(chunk.positions, chunk.time_from_start, chunk.start)
+            published = self.now()
             self.pub_trajectory.publish(msg)
+            self.rtc.record_chunk(joints.stamp, result.model_actions[:chunk.length])
+            self.stamps.add(ChunkStamps(
+                seq=self.counters['chunks_published'],
+                images={name: item.stamp for name, item in images.items()}, state=joints.stamp,
+                inference_start=started, inference_end=now, publish=published,
+                first_point=chunk.first))
             self.counters['chunks_published'] += 1
             self.counters['actions_dropped_past'] += chunk.dropped
         t3 = time.perf_counter()
@@ -375,6 +374,20 @@ class PolicyNode(GuardedNode):
                    'total': t3 - t0,
                    'overhead': (t3 - t0) - result.timings.get('model', 0.0)}
         self.latency_history.append(timings)
+        self.publish_status()  # every chunk's stamps reach policy/status (and so the bags)
+
+    def _note_rtc(self, rtc: RtcRequest | None) -> None:
+        """Count what an rtc inference was given (under the lock)."""
+        self.last_rtc = rtc
+        if rtc is None or rtc.prev_chunk_left_over is None:
+            return
+        self.counters['rtc_guided_chunks'] += 1
+        horizon = self.rtc_settings.execution_horizon
+        if rtc.inference_delay >= horizon:
+            self.counters['rtc_delay_beyond_horizon'] += 1
+            self.last_problem = (f'rtc: inference delay {rtc.inference_delay} steps >= '
+                                 f'rtc_execution_horizon {horizon}: the first actions the new '
+                                 'chunk executes are not guided; raise rtc_execution_horizon')
 
     def _drop(self, token: int, counter: str, message: str) -> None:
         with self._lock:
@@ -405,7 +418,8 @@ class PolicyNode(GuardedNode):
                       'policy_type': self.runtime.info.policy_type,
                       'chunk_mode': self.chunking.mode.value, 'task': self._task,
                       'last_problem': self.last_problem, **self.counters,
-                      **self.guard_values(), 'last_rejected_message': self.last_rejection}
+                      **self.guard_values(), 'last_rejected_message': self.last_rejection,
+                      **self.stamps.values(), **self._rtc_values()}
             history = list(self.latency_history)
         for stage in (*STAGES, 'total', 'overhead'):
             last = history[-1].get(stage) if history else None
@@ -421,6 +435,17 @@ class PolicyNode(GuardedNode):
                                   str(self.runtime.info.folder), values)]
         self.pub_status.publish(msg)
 
+    def _rtc_values(self) -> dict[str, str]:
+        """The last rtc inference's delay, leftover and latency ('' outside rtc)."""
+        rtc, settings = self.last_rtc, self.rtc_settings
+        leftover = None if rtc is None else rtc.prev_chunk_left_over
+        return {'rtc_execution_horizon': '' if settings is None else
+                str(settings.execution_horizon),
+                'rtc_inference_delay': '' if rtc is None else str(rtc.inference_delay),
+                'rtc_leftover_steps': '' if rtc is None else
+                str(0 if leftover is None else len(leftover)),
+                'rtc_latency_max_ms': '' if rtc is None else f'{rtc.latency_max_s * 1e3:.2f}'}
+
     def destroy_node(self):
         self._stop.set()
         if self._worker is not None and self._worker.is_alive():
@@ -429,13 +454,10 @@ class PolicyNode(GuardedNode):
 
 
 def joint_positions(msg: JointState) -> np.ndarray:
-    """Positions in ``JOINT_NAMES`` order from a JointState in any order."""
-    index = {n: i for i, n in enumerate(msg.name)}
-    missing = [n for n in JOINT_NAMES if n not in index]
-    if missing or len(msg.position) != len(msg.name):
-        raise ValueError(f'joint_states lacks joints {missing} or has {len(msg.position)} '
-                         f'positions for {len(msg.name)} names')
-    return np.array([msg.position[index[n]] for n in JOINT_NAMES], dtype=float)
+    """Positions in ``JOINT_NAMES`` order from a JointState in any order; ValueError for one
+    that is no measurement (a joint missing, ragged, NaN/inf, beyond a turn): Pi0.5 turns
+    even a NaN state into a finite chunk, so such a state must never reach the model."""
+    return measured_positions(msg.name, msg.position)
 
 
 def main(args=None):

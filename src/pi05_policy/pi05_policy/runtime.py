@@ -12,7 +12,15 @@ normalisation, tokenisation and image step is LeRobot's. Around it:
   (LeRobot degrees or -100..100 for body joints, 0..100 for the gripper) through
   ``so101_driver.feetech.calibration``; the task string goes to ``task``;
 * outputs: the chunk (K actions in LeRobot units) converted back to radians, clipped to the
-  joint limits (URDF limits intersected with the calibrated range, as the arm node uses);
+  joint limits (URDF limits intersected with the calibrated range, as the arm node uses),
+  and the same chunk in the model's action space (before the postprocessor), which Real-Time
+  Chunking hands back to the model as the leftover;
+* Real-Time Chunking (``RuntimeConfig.rtc``, see ``pi05_policy.rtc``): for a policy whose
+  config has ``rtc_config`` the runtime sets ``cfg.rtc_config = RTCConfig(...)`` before the
+  model is built (a fine-tuned checkpoint has none; LeRobot's ``init_rtc_processor`` picks it
+  up in the policy's constructor), and ``infer(obs, rtc=RtcRequest)`` passes
+  ``inference_delay`` and ``prev_chunk_left_over`` to ``predict_action_chunk``. Asking for
+  it with another policy type fails on construction;
 * timings of the stages (preprocessing, model, postprocessing) for the node's status.
 
 Bad input fails before any model is built, with an error naming what the checkpoint
@@ -32,31 +40,36 @@ default path, which imports nothing of that module and changes nothing in LeRobo
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
+from pi05_policy.checkpoint import (  # noqa: F401 - re-exported: the runtime's public names
+    ACTION_KEY,
+    CONFIG_FILE,
+    IMAGE_PREFIX,
+    POSTPROCESSOR_FILE,
+    PREPROCESSOR_FILE,
+    REDUCED_ARCHITECTURE_FILE,
+    REDUCED_PI05_LOADER,
+    STATE_KEY,
+    WEIGHTS_FILE,
+    CheckpointError,
+    CheckpointInfo,
+    _pipeline_steps,
+    check_features,
+    inspect_checkpoint,
+)
+from pi05_policy.rtc import RtcRequest, RtcSettings
 from so101_driver.feetech.calibration import ArmCalibration, NormMode, so101_norm_modes
-from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits
+from so101_driver.joints import JointLimits, urdf_limits
 
 log = logging.getLogger(__name__)
-
-IMAGE_PREFIX = 'observation.images.'
-STATE_KEY = 'observation.state'
-ACTION_KEY = 'action'
-CONFIG_FILE = 'config.json'
-WEIGHTS_FILE = 'model.safetensors'
-PREPROCESSOR_FILE = 'policy_preprocessor.json'
-POSTPROCESSOR_FILE = 'policy_postprocessor.json'
-#: Marks a reduced-size test Pi0.5 (``pi05_policy.tiny_checkpoints``), and its model_loader.
-REDUCED_ARCHITECTURE_FILE = 'reduced_architecture.json'
-REDUCED_PI05_LOADER = 'pi05_policy.tiny_checkpoints:load_reduced_pi05'
 
 
 def parse_cameras(entries) -> dict[str, str]:
@@ -73,10 +86,6 @@ def parse_cameras(entries) -> dict[str, str]:
             raise ValueError(f'cameras lists {name!r} twice: {entries}')
         cameras[name] = key
     return cameras
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder cannot serve this robot; the message says what and how to fix it."""
 
 
 class NonFiniteActions(ValueError):
@@ -110,6 +119,7 @@ class RuntimeConfig:
     tokenizer_path: str = ''  # local tokenizer folder replacing the checkpoint's Hub name
     limit_margin: float = 0.0  # rad; clip actions this far inside the joint limits
     model_loader: str = ''  # "package.module:function" building the policy ('' = LeRobot's)
+    rtc: RtcSettings | None = None  # install LeRobot's RTC (policies with rtc_config only)
 
     def __post_init__(self):
         self.checkpoint = Path(self.checkpoint).expanduser()
@@ -127,111 +137,6 @@ class RuntimeConfig:
     @property
     def norm_modes(self) -> tuple[NormMode, ...]:
         return so101_norm_modes(self.use_degrees)
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What a checkpoint folder declares, read from its files without building the model."""
-
-    folder: Path
-    policy_type: str
-    image_keys: tuple[str, ...]  # without the observation.images. prefix
-    state_shape: tuple[int, ...] | None
-    action_shape: tuple[int, ...] | None
-    other_inputs: tuple[str, ...]  # input features the node cannot provide
-    chunk_size: int | None
-    n_action_steps: int | None
-    tokenizer_name: str | None  # Hub name the preprocessor loads its tokenizer from
-
-    def expects(self) -> str:
-        return (f'images {list(self.image_keys)}, state {self.state_shape}, '
-                f'action {self.action_shape}'
-                + (f', other inputs {list(self.other_inputs)}' if self.other_inputs else ''))
-
-
-def _features(config: dict, key: str, source: Path) -> dict[str, dict]:
-    value = config.get(key) or {}
-    if not isinstance(value, dict):
-        raise CheckpointError(f'{source}: "{key}" is a {type(value).__name__}, expected an '
-                              'object of feature name -> {"type", "shape"}')
-    return value
-
-
-def inspect_checkpoint(folder: str | Path) -> CheckpointInfo:
-    """Check that ``folder`` is a complete LeRobot checkpoint of a known policy type."""
-    folder = Path(folder).expanduser()
-    needed = (CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE, POSTPROCESSOR_FILE)
-    if not folder.is_dir():
-        raise CheckpointError(
-            f'checkpoint folder {folder} does not exist; expected a pretrained_model/ folder '
-            f'with {list(needed)} (lerobot-train writes it to '
-            'outputs/train/<run>/checkpoints/<step>/pretrained_model)')
-    missing = [name for name in needed if not (folder / name).is_file()]
-    states = []
-    for name in (PREPROCESSOR_FILE, POSTPROCESSOR_FILE):
-        if (folder / name).is_file():
-            for step in _pipeline_steps(folder / name):
-                if step.get('state_file'):
-                    states.append(step['state_file'])
-    missing += [name for name in states if not (folder / name).is_file()]
-    if missing:
-        present = sorted(p.name for p in folder.iterdir())
-        raise CheckpointError(
-            f'checkpoint {folder} is missing {missing}; a LeRobot checkpoint holds '
-            f'{list(needed)} plus the processors\' state files {states}; found {present}. '
-            'Point checkpoint at the pretrained_model/ folder of a lerobot-train run.')
-    config = _read_json(folder / CONFIG_FILE)
-    policy_type = config.get('type')
-    known = _known_policy_types()
-    if policy_type not in known:
-        raise CheckpointError(f'{folder / CONFIG_FILE}: unknown policy type {policy_type!r}; '
-                              f'this LeRobot knows {sorted(known)}')
-    inputs = _features(config, 'input_features', folder / CONFIG_FILE)
-    outputs = _features(config, 'output_features', folder / CONFIG_FILE)
-    images, other, state = [], [], None
-    for name, feature in inputs.items():
-        kind = str(feature.get('type', '')).upper()
-        if kind == 'VISUAL' and name.startswith(IMAGE_PREFIX):
-            images.append(name[len(IMAGE_PREFIX):])
-        elif name == STATE_KEY:
-            state = tuple(feature.get('shape', ()))
-        else:
-            other.append(name)
-    action = tuple(outputs[ACTION_KEY]['shape']) if ACTION_KEY in outputs else None
-    tokenizer = None
-    for step in _pipeline_steps(folder / PREPROCESSOR_FILE):
-        if step.get('registry_name') == 'tokenizer_processor':
-            tokenizer = step.get('config', {}).get('tokenizer_name')
-    return CheckpointInfo(
-        folder=folder, policy_type=policy_type, image_keys=tuple(images), state_shape=state,
-        action_shape=action, other_inputs=tuple(other), chunk_size=config.get('chunk_size'),
-        n_action_steps=config.get('n_action_steps'), tokenizer_name=tokenizer)
-
-
-def check_features(info: CheckpointInfo, cameras: Mapping[str, str]) -> None:
-    """The configured cameras and the SO-101 state must match the checkpoint's features."""
-    n = len(JOINT_NAMES)
-    configured = (f'cameras {dict(cameras)} -> images {sorted(cameras.values())}, '
-                  f'state ({n},) = {list(JOINT_NAMES)}, action ({n},)')
-    problems = []
-    # pi05 adds placeholder cameras itself (config.empty_cameras); they need no topic
-    wanted = {k for k in info.image_keys if not k.startswith('empty_camera_')}
-    given = set(cameras.values())
-    if wanted - given:
-        problems.append(f'no camera configured for images {sorted(wanted - given)}')
-    if given - wanted:
-        problems.append(f'the checkpoint has no image feature for {sorted(given - wanted)}')
-    if info.state_shape != (n,):
-        problems.append(f'state shape {info.state_shape} is not ({n},)')
-    if info.action_shape != (n,):
-        problems.append(f'action shape {info.action_shape} is not ({n},)')
-    if info.other_inputs:
-        problems.append(f'inputs {list(info.other_inputs)} cannot be provided by this node')
-    if problems:
-        raise CheckpointError(f'checkpoint {info.folder} does not fit the configuration: '
-                              f'{"; ".join(problems)}. The checkpoint expects {info.expects()}; '
-                              f'configured: {configured}. Fix the camera mapping (node '
-                              'parameter cameras: "ros_name" or "ros_name:image_key").')
 
 
 def command_limits(calibration: ArmCalibration, margin: float = 0.0) -> JointLimits:
@@ -257,8 +162,10 @@ class InferenceResult:
 
     positions: np.ndarray  # (K, 6) radians, clipped to the limits
     lerobot_actions: np.ndarray  # (K, 6) as the policy returned them (LeRobot units)
+    model_actions: np.ndarray  # (K, 6) before the postprocessor (the model's action space)
     clipped: int  # values moved onto a joint limit
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    rtc: RtcRequest | None = None  # what predict_action_chunk was given (rtc mode)
 
 
 def resolve_device(device: Device) -> str:
@@ -326,10 +233,23 @@ class PolicyRuntime:
         self.postprocessor = None
         self._predict = None
         self._image_shapes: dict[str, tuple[int, int]] = {}
+        if config.rtc is not None:
+            self.enable_rtc(config.rtc)
 
     @property
     def loaded(self) -> bool:
         return self.policy is not None
+
+    def enable_rtc(self, settings: RtcSettings) -> None:
+        """Install LeRobot's RTC with ``settings`` when the model is built (before ``load``);
+        a policy type whose config has no ``rtc_config`` is refused (``CheckpointError``)."""
+        if not self.info.supports_rtc:
+            from pi05_policy.rtc import refusal
+
+            raise CheckpointError(refusal(self.info.policy_type))
+        if self.loaded:
+            raise RuntimeError('enable_rtc() after load(): RTC is set up when the model is built')
+        self.config.rtc = settings
 
     # -- loading -------------------------------------------------------------------
     def load(self) -> None:
@@ -344,10 +264,17 @@ class PolicyRuntime:
             cfg.dtype = self.config.dtype.value
         if self.config.compile and hasattr(cfg, 'compile_model'):
             cfg.compile_model = True
+        if self.config.rtc is not None:
+            cfg.rtc_config = self.config.rtc.to_lerobot()
         policy = self.model_loader(get_policy_class(cfg.type), folder, cfg)
         if not callable(getattr(policy, 'predict_action_chunk', None)):
             raise CheckpointError(f'model_loader {self.config.model_loader!r} returned a '
                                   f'{type(policy).__name__}, not a LeRobot policy')
+        if self.config.rtc is not None and (getattr(policy, 'rtc_processor', None) is None
+                                            or not policy.supports_rtc()):
+            raise CheckpointError(f'{folder}: rtc_config was set but the {cfg.type} policy '
+                                  'built no RTCProcessor or does not support RTC inference; '
+                                  'use chunk_mode async or sync')
         self._check_weights(policy)
         policy.to(self.device)
         policy.eval()
@@ -422,11 +349,25 @@ class PolicyRuntime:
         return np.stack([self.calibration.lerobot_to_radians(a, self.modes) for a in actions])
 
     # -- inference -------------------------------------------------------------------
-    def infer(self, obs: Observation) -> InferenceResult:
-        """One chunk. Raises ``NonFiniteActions`` when the model returns NaN/inf."""
+    def infer(self, obs: Observation, rtc: RtcRequest | None = None) -> InferenceResult:
+        """One chunk. Raises ``NonFiniteActions`` when the model returns NaN/inf.
+
+        ``rtc``: the delay and leftover for LeRobot's RTC guidance (needs ``config.rtc``).
+        The guidance differentiates the denoiser (``torch.enable_grad`` inside LeRobot), which
+        ``inference_mode`` would forbid, so such a chunk runs under ``no_grad`` instead.
+        """
         if not self.loaded:
             raise RuntimeError('PolicyRuntime.infer() before load()')
         import torch
+
+        kwargs = {}
+        if rtc is not None:
+            if self.config.rtc is None:
+                raise RuntimeError('infer(rtc=...) on a runtime built without RuntimeConfig.rtc')
+            leftover = rtc.prev_chunk_left_over
+            kwargs = {'inference_delay': int(rtc.inference_delay), 'prev_chunk_left_over': (
+                None if leftover is None else torch.as_tensor(
+                    np.asarray(leftover, dtype=np.float32), device=self.device))}
 
         if not obs.task.strip():
             raise ValueError('the task string is empty; the policy needs an instruction')
@@ -444,11 +385,13 @@ class PolicyRuntime:
             # LeRobot's camera frames: float CxHxW in [0, 1] (a new, writable array)
             frame = np.multiply(rgb, 1.0 / 255.0, dtype=np.float32)
             batch[IMAGE_PREFIX + key] = torch.from_numpy(frame).permute(2, 0, 1)
-        with torch.inference_mode():
+        with torch.no_grad() if kwargs else torch.inference_mode():
             batch = self.preprocessor(batch)
             t1 = self._sync(time.perf_counter())
-            actions = self._predict(batch)
+            actions = self._predict(batch, **kwargs)
             t2 = self._sync(time.perf_counter())
+            model_actions = np.array(actions.detach().float().cpu().numpy(), copy=True).reshape(
+                -1, actions.shape[-1])  # a copy: the postprocessor may work in place
             actions = self.postprocessor(actions)
         out = actions.detach().float().cpu().numpy().reshape(-1, actions.shape[-1])
         if not np.all(np.isfinite(out)):
@@ -460,8 +403,9 @@ class PolicyRuntime:
         clipped = int(np.count_nonzero(np.abs(clipped_pos - radians) > 1e-9))
         t3 = time.perf_counter()
         timings.update(preprocess=t1 - t0, model=t2 - t1, postprocess=t3 - t2)
-        return InferenceResult(positions=clipped_pos, lerobot_actions=out, clipped=clipped,
-                               timings=timings)
+        return InferenceResult(positions=clipped_pos, lerobot_actions=out,
+                               model_actions=model_actions, clipped=clipped, timings=timings,
+                               rtc=rtc)
 
     def reset(self) -> None:
         """Forget the policy's internal queues (episode start, after an override)."""
@@ -475,25 +419,3 @@ class PolicyRuntime:
             torch.cuda.synchronize()
             return time.perf_counter()
         return t
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f'{path} is not readable JSON ({err})') from err
-    if not isinstance(data, dict):
-        raise CheckpointError(f'{path} holds a {type(data).__name__}, expected a JSON object')
-    return data
-
-
-def _pipeline_steps(path: Path) -> list[dict]:
-    steps = _read_json(path).get('steps', [])
-    return [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
-
-
-def _known_policy_types() -> set[str]:
-    import lerobot.policies  # noqa: F401 - registers every policy config type
-    from lerobot.configs import PreTrainedConfig
-
-    return set(PreTrainedConfig.get_known_choices())
