@@ -28,6 +28,8 @@ setup(
             'so101-bag-reindex = eval_monitor.bag.reindex:main',
             'so101-compare = eval_monitor.compare:main',
             'so101-console = eval_monitor.console:main',
+            'so101_view = eval_monitor.view.view_node:main',
+            'so101-view = eval_monitor.view.cli:main',
         ],
     },
 )

@@ -7,6 +7,7 @@ Subcommands:
   eval / compare         offline evaluation of a bag / side-by-side comparison of runs
   dataset                bags -> LeRobot dataset (demonstrations and interventions)
   console                the operator console
+  view [BAG]             the suite in rerun: a bag replayed, or the live topics
   emulator               the STS3215 bus emulator
 """
 
@@ -76,6 +77,8 @@ COMMANDS = {
     'train': (_passthrough('so101-train'), 'train a policy with a recipe of config/train/ '
               '(LeRobot\'s lerobot-train)'),
     'console': (_passthrough('so101-console'), 'operator console: episodes, override, counters'),
+    'view': (_passthrough('so101-view'), 'rerun view: replay a bag (--save FILE.rrd) or show '
+             'the live topics'),
     'demo': (cmd_demo, 'simulated cell + expert + monitor + recorder, N episodes, then the '
              'evaluation table'),
 }

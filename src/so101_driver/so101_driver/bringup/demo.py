@@ -46,7 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help='sim camera rate; CPU rendering is slow (default 2)')
     parser.add_argument('--timeout-s', type=float, default=540.0,
                         help='wall-clock limit of the whole run (default 540)')
+    parser.add_argument('--view', nargs='?', const='auto', default=None,
+                        choices=('auto', 'spawn', 'web', 'file'),
+                        help='watch it in rerun (so101_view): auto (a viewer window, or the web '
+                        'viewer\'s URL without a display; the default of a bare --view), '
+                        'spawn, web, or file (<run>/view.rrd, open later with rerun)')
     return parser
+
+
+def view_overrides(mode: str, run_dir: Path) -> dict:
+    """so101_view parameters for ``--view MODE``: every image (the demo's cameras are slow)
+    and, for ``file``, no viewer but ``<run>/view.rrd``."""
+    if mode == 'file':
+        return {'viewer': 'none', 'save_path': str(run_dir / 'view.rrd'), 'image_rate_hz': 0.0}
+    return {'viewer': mode, 'image_rate_hz': 0.0}
+
+
+def print_view_line(log: Path, timeout_s: float = 10.0) -> None:
+    """Echo where the view is (the web viewer's URL) from so101_view's log, whose other
+    output stays in the log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = [line for line in (log.read_text(errors='replace').splitlines()
+                                   if log.is_file() else []) if 'rerun' in line]
+        if lines:
+            print(f'[demo] {lines[0].split("] ", 1)[-1] if "] " in lines[0] else lines[0]}',
+                  flush=True)
+            return
+        time.sleep(0.2)
+    print(f'[demo] so101_view said nothing about its viewer yet; see {log}', flush=True)
 
 
 class Operator:
@@ -182,7 +210,7 @@ def cmd_demo(argv) -> int:
     run_dir = (opts.run_dir or Path('runs') / time.strftime('demo_%Y%m%d_%H%M%S')).resolve()
     (run_dir / 'logs').mkdir(parents=True, exist_ok=True)
     args = bringup.parse_args({'hardware': 'sim', 'policy': 'expert', 'record': 'true',
-                               'monitor': 'true'})
+                               'monitor': 'true', 'view': 'true' if opts.view else 'false'})
     extra = {
         'so101_sim': {'seed': opts.seed, 'camera_rate_hz': opts.camera_rate_hz},
         'so101_sim_expert': {'seed': opts.seed, 'max_episodes': opts.episodes,
@@ -190,6 +218,7 @@ def cmd_demo(argv) -> int:
         'eval_monitor': {'run_dir': str(run_dir / 'report'), 'title': 'so101 demo: '
                          f'scripted expert, {opts.episodes} simulated episodes'},
         'so101_recorder': {'output': str(run_dir / 'bag')},
+        'so101_view': view_overrides(opts.view or 'auto', run_dir),
     }
     print(f'[demo] run directory {run_dir}; node logs in {run_dir / "logs"}', flush=True)
     group = ProcessGroup()
@@ -214,6 +243,8 @@ def cmd_demo(argv) -> int:
                                 popen_for=popen_for)
             print(f'[demo] started {", ".join(s.name for s in specs)}; '
                   f'{opts.episodes} episodes', flush=True)
+            if opts.view:
+                print_view_line(run_dir / 'logs' / 'so101_view.log')
             while len(operator.ended) < opts.episodes:
                 if group.exited():
                     name, code = group.exited()[0]
@@ -242,4 +273,7 @@ def cmd_demo(argv) -> int:
     print(f'[demo] {len(operator.ended)} episodes in {time.monotonic() - t0:.0f} s; report '
           f'{run_dir / "report" / "report.html"}; bag {run_dir / "bag"}; re-evaluate with: '
           f'so101 eval {run_dir / "bag"} -o {run_dir / "report_offline"}')
+    if opts.view == 'file':
+        print(f'[demo] rerun recording {run_dir / "view.rrd"}; open it with: rerun '
+              f'{run_dir / "view.rrd"}')
     return 0 if ok and report.is_file() else 1

@@ -67,6 +67,8 @@ ARGUMENTS: dict[str, Argument] = {
                         ('true', 'false')),
     'leader': Argument('false', 'Start the leader-arm teleop node (config/so101_leader.yaml)',
                        ('true', 'false')),
+    'view': Argument('false', 'Start the rerun view (config/view.yaml): a viewer window, or '
+                     'the web viewer\'s URL on a headless machine', ('true', 'false')),
     'namespace': Argument('', 'Namespace pushed onto every node (empty: none)'),
     'config_dir': Argument('', 'Folder of the YAML parameter files (empty: the package\'s '
                            'config/)'),
@@ -83,6 +85,7 @@ class BringupArgs:
     monitor: bool = True
     cameras: bool = True
     leader: bool = False
+    view: bool = False
     namespace: str = ''
     config_dir: Path = field(default_factory=lambda: default_config_dir())
 
@@ -143,6 +146,7 @@ def parse_args(values: Mapping[str, str]) -> BringupArgs:
         monitor=merged['monitor'] == 'true',
         cameras=merged['cameras'] == 'true',
         leader=merged['leader'] == 'true',
+        view=merged['view'] == 'true',
         namespace=merged['namespace'].strip('/'),
         config_dir=Path(merged['config_dir']).expanduser() if merged['config_dir']
         else default_config_dir(),
@@ -170,6 +174,9 @@ def plan(args: BringupArgs) -> list[NodeSpec]:
     if args.record:
         nodes.append(NodeSpec('eval_monitor', 'so101_recorder', 'so101_recorder',
                               (cfg / 'eval.yaml',), dict(sim_time)))
+    if args.view:  # before the arm too: the view shows the run from its first message
+        nodes.append(NodeSpec('eval_monitor', 'so101_view', 'so101_view',
+                              (cfg / 'view.yaml',), dict(sim_time)))
     if args.hardware is Hardware.SIM:
         nodes.append(NodeSpec('so101_driver', 'so101_sim', 'so101_sim',
                               (cfg / 'so101_sim.yaml',)))
