@@ -1,7 +1,9 @@
 """Offline evaluation: ``so101-eval BAG -o RUN_DIR`` reads a recorded bag and feeds it, in
 log-time order, through the same :class:`~eval_monitor.feeder.EngineFeeder` as the live
 monitor node, so the same messages give the same numbers. No rclpy here: offline evaluation
-runs on any machine with the bag.
+runs on any machine with the bag. The same pass collects the latency topics
+(``policy/status``, ``diagnostics``, ``joint_trajectory``, ``joint_states``) for
+:mod:`eval_monitor.latency`: the report's Latency section and summary.json's ``latency``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 
 from eval_monitor.bag import BagReader
 from eval_monitor.feeder import EngineFeeder, EvalTopic, detector_config
+from eval_monitor.latency import LatencyCollector, LatencyReport
 from eval_monitor.metrics import DetectorConfig, MetricEngine
 
 
@@ -53,6 +56,7 @@ class OfflineResult:
     received: dict[str, int]  # messages fed per topic (relative name)
     missing_topics: list[str]
     skipped: list[str]
+    latency: LatencyReport | None = None
 
 
 def topic_name(namespace: str, topic: EvalTopic) -> str:
@@ -73,15 +77,20 @@ def evaluate_bag(bag: str | Path, run_dir: str | Path | None = None,
     engine = MetricEngine(config)
     feeder = EngineFeeder(engine)
     by_name = {topic_name(namespace, t): t for t in EvalTopic}
+    latency = LatencyCollector(namespace)
     last = None
-    for name, _, log_time, msg in reader.messages(topics=by_name):
-        last = log_time / 1e9
-        feeder.feed(by_name[name], msg, last)
+    for name, _, log_time, msg in reader.messages(topics={*by_name, *latency.topics}):
+        latency.feed(name, log_time, msg)
+        topic = by_name.get(name)
+        if topic is not None:
+            last = log_time / 1e9
+            feeder.feed(topic, msg, last)
     if last is not None:
         engine.finish(last)
     missing = feeder.missing_topics()
     skipped = list(reader.problems) + feeder.skipped
     summary = engine.summary(missing_topics=missing, skipped=skipped)
+    latency_report = latency.report()
     written = None
     if run_dir is not None:
         from eval_monitor.report import write_run_dir
@@ -93,9 +102,10 @@ def evaluate_bag(bag: str | Path, run_dir: str | Path | None = None,
         }
         written = write_run_dir(Path(run_dir), engine, summary,
                                 title=title or f'Offline evaluation of {Path(bag).name}',
-                                meta=meta)
+                                meta=meta, latency=latency_report)
     return OfflineResult(engine, summary, written,
-                         {t.value: feeder.received[t] for t in EvalTopic}, missing, skipped)
+                         {t.value: feeder.received[t] for t in EvalTopic}, missing, skipped,
+                         latency_report)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -153,12 +163,23 @@ def _print_result(result: OfflineResult) -> None:
         print(f'{name}: {rate.get("text") or rate}')
     for name, reason in summary.unavailable.items():
         print(f'{name}: unavailable ({reason})')
+    latency = result.latency
+    if latency is not None and latency.unavailable:
+        print(f'latency: unavailable ({latency.unavailable})')
+    elif latency is not None:
+        for key in LATENCY_HEADLINE:
+            stage = latency.stage(key)
+            if stage is not None and stage.n:
+                print(f'latency {stage.label}: p50 {stage.p50_ms:.1f} ms, p95 '
+                      f'{stage.p95_ms:.1f} ms ({stage.n} chunks)')
     print(f'run directory: {result.run_dir}')
 
 
 #: Summary counts printed by so101-eval (rates follow).
 HEADLINE = ('episodes', 'episode_successes', 'grasp_attempts', 'grasp_successes', 'drops',
             'places', 'interventions', 'mean_intervention_s', 'mean_time_to_success_s')
+#: Latency stages printed by so101-eval (the report has them all).
+LATENCY_HEADLINE = ('image_to_publish', 'publish_to_applied', 'first_point_to_motion')
 
 
 if __name__ == '__main__':

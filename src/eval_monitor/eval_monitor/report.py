@@ -1,5 +1,9 @@
 """Run reports: events.jsonl, summary.json, report.md, report.html and PNG plots.
 
+From a bag (``so101 eval``) the report also has a Latency section (``eval_monitor.latency``:
+percentiles per stage, camera to command to servo to motion), ``latency.png``, the per-chunk
+stamps in ``latency.csv`` and a ``latency`` entry in summary.json.
+
 The Markdown tables are meant to be pasted into papers (``| Metric | Value | 95% CI |``);
 the HTML page holds the same content with the plots embedded (and linked). A metric that
 could not be measured shows as ``n/a (reason)``, never as 0. Plots use matplotlib's
@@ -11,10 +15,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
@@ -22,12 +27,17 @@ from eval_monitor.metrics import (METRIC_LABELS, EvalEvent, EventKind, Metric, M
                                   Summary)
 from eval_monitor.stats import Rate
 
+if TYPE_CHECKING:
+    from eval_monitor.latency import LatencyReport
+
 EVENTS_FILE = 'events.jsonl'
 SUMMARY_FILE = 'summary.json'
 REPORT_MD = 'report.md'
 REPORT_HTML = 'report.html'
 GRIPPER_PNG = 'gripper.png'
 EPISODES_PNG = 'episodes.png'
+LATENCY_PNG = 'latency.png'
+LATENCY_CSV = 'latency.csv'
 
 _NONE = '—'
 
@@ -342,12 +352,96 @@ def plot_episodes(path: Path, summary: Summary) -> Path:
 
 
 # ----------------------------------------------------------------------------------------
+# latency
+def latency_section(latency: LatencyReport) -> Section:
+    """Stage table of ``eval_monitor.latency``; n/a (reason) for the whole or per stage."""
+    from eval_monitor.latency import HEADER, table_rows
+
+    if latency.unavailable:
+        return Section('Latency', paragraphs=[f'n/a ({latency.unavailable})'])
+    paragraphs = [
+        f'{len(latency.chunks)} chunks. Each stamp is on its node\'s clock (sim time in '
+        'simulation): the policy\'s for image capture (the image header) up to publish and '
+        'first point due, the driver\'s for received and applied (first setpoint sent to the '
+        'servos; driver records from ' + (', '.join(latency.reporters) or 'nobody') + '), '
+        'the joint states\' for motion (first sample after the first point is due that moved '
+        'toward the chunk). Between two hosts, publish → received includes the offset of '
+        f'their clocks. Per-chunk stamps: {LATENCY_CSV}.', *latency.notes]
+    return Section('Latency', paragraphs=paragraphs,
+                   tables=[Table(HEADER, table_rows(latency))],
+                   images=[(LATENCY_PNG, 'Per chunk: stages from image capture (stacked), first '
+                            'point due and motion; percentiles per stage')])
+
+
+_CHAIN = (('image_to_inference_start', 'image → inference start', 'tab:gray'),
+          ('inference', 'inference', 'tab:blue'),
+          ('inference_end_to_publish', 'end → publish', 'tab:cyan'),
+          ('publish_to_received', 'publish → received', 'tab:orange'),
+          ('received_to_applied', 'received → applied', 'tab:red'))
+
+
+def plot_latency(path: Path, latency: LatencyReport) -> Path:
+    """Top: each chunk's chain from its image capture (stacked ms), first point due and
+    motion marked. Bottom: box plot per stage (whiskers 5-95 %)."""
+    from eval_monitor.latency import STAGES, TOTALS, Stage
+
+    stages = {s.key: s for s in (*STAGES, *TOTALS)}
+    chunks = latency.chunks
+    fig = Figure(figsize=(12, 7), layout='constrained')
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
+    if not chunks:
+        for ax in (top, bottom):
+            ax.text(0.5, 0.5, f'no chunks ({latency.unavailable})', ha='center', va='center',
+                    transform=ax.transAxes)
+        fig.savefig(path, dpi=100)
+        return path
+    xs = list(range(len(chunks)))
+    base = [0.0] * len(chunks)
+    for key, label, color in _CHAIN:
+        heights = [1e3 * (c.interval(stages[key]) or 0.0) for c in chunks]
+        top.bar(xs, heights, bottom=base, color=color, label=label, width=0.8)
+        base = [b + h for b, h in zip(base, heights, strict=True)]
+    marks = ((Stage('image_to_first_point', '', 'image', 'first_point'), 'first point due',
+              '_', 'k'), (stages['image_to_motion'], 'motion', 'o', 'darkred'))
+    for stage, label, marker, color in marks:
+        pts = [(x, 1e3 * v) for x, c in zip(xs, chunks, strict=True)
+               if (v := c.interval(stage)) is not None]
+        if pts:
+            top.scatter(*zip(*pts, strict=True), marker=marker, color=color, s=40, zorder=3,
+                        label=label)
+    top.set_xlabel('chunk (publish order)')
+    top.set_ylabel('ms after image capture')
+    top.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.0, 1.0))
+    top.set_title('Latency per chunk, from the image it was computed from')
+    measured = [s for s in latency.stages if s.n]
+    data = []
+    for s in measured:
+        stage = stages.get(s.key)
+        if stage is None:  # the wall-clock wait
+            data.append([1e3 * c.wall_s for c in chunks if c.wall_s is not None])
+        else:
+            data.append([1e3 * v for c in chunks if (v := c.interval(stage)) is not None])
+    if data:
+        horizontal = ({'orientation': 'horizontal'} if 'orientation' in
+                      inspect.signature(bottom.boxplot).parameters else {'vert': False})
+        bottom.boxplot(data, whis=(5, 95), showfliers=False, **horizontal)
+        bottom.set_yticks(range(1, len(measured) + 1),
+                          [f'{s.label} (p50 {s.p50_ms:.1f}, p95 {s.p95_ms:.1f})'
+                           for s in measured], fontsize='small')
+        bottom.invert_yaxis()
+    bottom.set_xlabel('ms')
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# ----------------------------------------------------------------------------------------
 def write_run_dir(run_dir: Path, engine: MetricEngine, summary: Summary, title: str = '',
-                  meta: dict | None = None) -> Path:
+                  meta: dict | None = None, latency: LatencyReport | None = None) -> Path:
     """Write events.jsonl, summary.json, report.md, report.html and PNG plots into run_dir.
 
     ``title`` and ``meta`` (e.g. policy, checkpoint, bag path) are stored in summary.json
-    too, so so101-compare can name the run. Returns ``run_dir``.
+    too, so so101-compare can name the run. ``latency`` (from a bag) adds the Latency section,
+    its plot, latency.csv and summary.json's ``latency``. Returns ``run_dir``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -356,12 +450,23 @@ def write_run_dir(run_dir: Path, engine: MetricEngine, summary: Summary, title: 
     with (run_dir / EVENTS_FILE).open('w') as f:
         for event in engine.events:
             f.write(event.to_json() + '\n')
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + '\n')
+    data = summary.to_dict()
+    if latency is not None:
+        data['latency'] = latency.to_dict()
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + '\n')
     plot_gripper(run_dir / GRIPPER_PNG, engine)
     plot_episodes(run_dir / EPISODES_PNG, summary)
     images = [(GRIPPER_PNG, 'Gripper angle with grasp, drop and place marks; interventions '
                'shaded'), (EPISODES_PNG, 'Per-episode outcomes')]
     sections = build_sections(summary, images)
+    if latency is not None:
+        from eval_monitor.latency import write_csv
+
+        if not latency.unavailable:
+            write_csv(run_dir / LATENCY_CSV, latency)
+            plot_latency(run_dir / LATENCY_PNG, latency)
+        at = next((i for i, s in enumerate(sections) if s.title == 'Plots'), len(sections))
+        sections.insert(at, latency_section(latency))
     (run_dir / REPORT_MD).write_text(render_markdown(summary.title, sections))
     (run_dir / REPORT_HTML).write_text(render_html(summary.title, sections, run_dir))
     return run_dir

@@ -17,6 +17,11 @@ for more than a bounded step from where it really is.
 trajectories are executed and policy trajectories are ignored (counted); each edge of the
 override makes the arm hold where its setpoint is, so neither source's stale plan carries on.
 The arm node and the simulation node both drive their joints through it.
+
+It also keeps ``latency`` (``so101_driver.latency.CommandLatencyLog``): every accepted
+trajectory is noted, and the first ``goal()`` after it (the control tick that sends a setpoint
+of the new plan to the servos) completes its record, so the arm and the sim report
+command-to-servo latency by putting ``latency.values()`` into their diagnostics.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from enum import Enum
 import numpy as np
 
 from so101_driver.joints import JOINT_NAMES, JointLimits
+from so101_driver.latency import CommandLatencyLog
 
 
 class RejectReason(str, Enum):
@@ -233,6 +239,7 @@ class ArmController:
         self.override = False
         self.counters = ControllerCounters()
         self.last_message = ''
+        self.latency = CommandLatencyLog()  # accepted trajectory -> first tick applying it
 
     @property
     def in_control(self) -> CommandSource:
@@ -249,6 +256,9 @@ class ArmController:
         except TrajectoryRejected as err:
             return Outcome.REJECTED, self.record_rejection(source, err)
         self.counters.accepted[source.value] += 1
+        start = traj.start if traj.start else None
+        self.latency.accepted(source.value, start,
+                              (start or now) + float(traj.time_from_start[0]), now)
         return Outcome.ACCEPTED, f'{source.value} trajectory accepted, {kept} points ahead'
 
     def record_rejection(self, source: CommandSource, err: TrajectoryRejected) -> str:
@@ -267,6 +277,7 @@ class ArmController:
             return False
         self.override = active
         self.counters.override_edges += 1
+        self.latency.drop_pending()
         hold = self.executor.setpoint(now)
         if hold is None:
             hold = present
@@ -276,7 +287,13 @@ class ArmController:
 
     def hold_present(self, present: np.ndarray, now: float) -> None:
         """Forget every plan and hold the measured position (start, torque on, reconnect)."""
+        self.latency.drop_pending()
         self.executor.hold(present, now)
 
     def goal(self, now: float, present: np.ndarray) -> np.ndarray | None:
-        return self.executor.goal(now, present)
+        """The tick's clamped goal; the caller sends it to the servos at once, so a trajectory
+        accepted since the last tick counts as applied at ``now``."""
+        goal = self.executor.goal(now, present)
+        if goal is not None:
+            self.latency.applied(now)
+        return goal

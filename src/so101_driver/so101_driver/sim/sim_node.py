@@ -5,7 +5,9 @@ gripper blocked by the cube shows), ``joint_trajectory`` and, while ``teleop/ove
 true, ``teleop/joint_trajectory`` through the same ``trajectory.ArmController`` (same
 rejection rules and counters), latched ``robot_description``, ``diagnostics``. Plus:
 ``/clock`` (the sim is the time source; every stamp it writes is sim time), the cameras
-``cameras/<name>/image_raw`` (rgb8) + ``camera_info`` (intrinsics from the MuJoCo fovy),
+``cameras/<name>/image_raw`` (rgb8) + ``camera_info`` (intrinsics from the MuJoCo fovy) and,
+with ``publish_compressed``, ``image_raw/compressed`` (JPEG, as the camera node, for a policy
+on another host),
 ground truth ``sim/cube_pose`` and ``sim/truth`` (``SimTruth`` JSON), the ``sim/reset``
 service (new seeded cube position, arm home) and, on reset, ``eval/episode`` END (success =
 cube in bowl) and START marks.
@@ -14,6 +16,11 @@ One worker thread steps physics + control at ``control_rate_hz`` of sim time, re
 cameras every 1/``camera_rate_hz`` of sim time and publishes; it paces itself to
 ``real_time_factor`` x the wall clock (0: as fast as it can). ROS callbacks only touch the
 cell under a lock.
+
+Command-to-servo latency (``so101_driver.latency``): ``diagnostics`` carry the controller's
+``command_*`` values, i.e. for every accepted trajectory its header stamp, first point due,
+receipt and the tick that applied it (all sim time: a trajectory taken between two ticks is
+applied at the sim instant it arrived; the wall-clock wait is reported beside), with p50/p95.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -39,7 +46,7 @@ from trajectory_msgs.msg import JointTrajectory
 from so101_driver import qos
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark
 from so101_driver.guard import GuardedNode
-from so101_driver.images import numpy_to_image
+from so101_driver.images import numpy_to_image, rgb_to_compressed
 from so101_driver.joints import urdf_text
 from so101_driver.ros_io import (
     diag_status,
@@ -121,6 +128,11 @@ class SimNode(GuardedNode):
                                                     qos.STREAM_PUB) for c in self.cameras}
         self.pub_infos = {c: self.create_publisher(CameraInfo, f'cameras/{c}/camera_info',
                                                    qos.STREAM_PUB) for c in self.cameras}
+        self._jpeg_quality = p('jpeg_quality')
+        self.pub_compressed = {
+            c: self.create_publisher(CompressedImage, f'cameras/{c}/image_raw/compressed',
+                                     qos.STREAM_PUB)
+            for c in self.cameras} if p('publish_compressed') else {}
         self.pub_description.publish(String(data=urdf_text(p('mesh_uri'))))
         self.create_subscription(JointTrajectory, 'joint_trajectory',
                                  lambda m: self._on_trajectory(CommandSource.POLICY, m),
@@ -138,7 +150,8 @@ class SimNode(GuardedNode):
         self.get_logger().info(
             f'simulation running: seed {p("seed")}, real_time_factor {self._rtf}, cameras '
             f'{self.cameras if p("camera_rate_hz") > 0 else "off"} '
-            f'{p("camera_width")}x{p("camera_height")} at {p("camera_rate_hz")} Hz sim time; '
+            f'{p("camera_width")}x{p("camera_height")} at {p("camera_rate_hz")} Hz sim time'
+            f'{" (+ JPEG image_raw/compressed)" if self.pub_compressed else ""}; '
             f'MuJoCo GL backend {GL_BACKEND[0] or "none"} ({GL_BACKEND[1]})')
 
     # -- parameters --------------------------------------------------------------
@@ -173,6 +186,10 @@ class SimNode(GuardedNode):
                 integer_range=[IntegerRange(from_value=16, to_value=1080, step=1)])
         declare('camera_rate_hz', 10.0, 'Image rate per camera in sim time; 0 = no rendering',
                 floating_point_range=float_range(0, 100))
+        declare('publish_compressed', False, 'Also publish cameras/<name>/image_raw/compressed '
+                '(JPEG), for a policy node on another host (use_compressed)')
+        declare('jpeg_quality', 90, 'JPEG quality of image_raw/compressed',
+                integer_range=[IntegerRange(from_value=1, to_value=100, step=1)])
         declare('clock_rate_hz', 100.0, '/clock rate in sim time (at most control_rate_hz)',
                 floating_point_range=float_range(1, 1000))
         declare('truth_rate_hz', 50.0, 'sim/truth and sim/cube_pose rate in sim time',
@@ -256,6 +273,9 @@ class SimNode(GuardedNode):
                 self.pub_images[name].publish(numpy_to_image(rgb, 'rgb8', stamp, frame))
                 self.pub_infos[name].publish(camera_info_msg(renderer.intrinsics(name), stamp,
                                                              frame))
+                if name in self.pub_compressed:
+                    self.pub_compressed[name].publish(rgb_to_compressed(
+                        rgb, self._jpeg_quality, stamp=stamp, frame_id=frame))
             now = time.monotonic()
             if now >= next_diag:
                 wall_then, sim_then, ticks_then = window
@@ -362,6 +382,7 @@ class SimNode(GuardedNode):
             'rejected_total': sum(ctl.rejected.values()),
             'last_rejection': self.cell.controller.last_message,
             **self.guard_values(), 'last_rejected_message': self.last_rejection,
+            **self.cell.controller.latency.values(),
         }
         array = DiagnosticArray()
         array.header.stamp = time_msg(self.cell.time)
