@@ -164,7 +164,8 @@ def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
 
 
 @pytest.mark.parametrize('command', ['', 'up', 'demo', 'eval', 'compare', 'emulator', 'dataset',
-                                     'train', 'console', 'view'])
+                                     'train', 'console', 'view', 'latency',
+                                     'bag-reindex'])
 def test_help_works_on_so101_and_every_subcommand(command):
     """``so101 up --help`` was once refused as a malformed name:=value; ``so101 console --help``
     started the console instead of answering."""
@@ -182,7 +183,8 @@ def test_help_works_on_so101_and_every_subcommand(command):
 def test_every_subcommand_has_a_help_test():
     from so101_driver.bringup.cli import COMMANDS
 
-    tested = {'up', 'demo', 'eval', 'compare', 'emulator', 'dataset', 'train', 'console', 'view'}
+    tested = {'up', 'demo', 'eval', 'compare', 'emulator', 'dataset', 'train', 'console', 'view',
+              'latency', 'bag-reindex'}
     assert set(COMMANDS) == tested, 'a new subcommand needs its --help in the test above'
 
 

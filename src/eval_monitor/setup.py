@@ -26,6 +26,7 @@ setup(
             'so101_recorder = eval_monitor.recorder_node:main',
             'so101-eval = eval_monitor.offline:main',
             'so101-bag-reindex = eval_monitor.bag.reindex:main',
+            'so101-latency = eval_monitor.latency:main',
             'so101-compare = eval_monitor.compare:main',
             'so101-console = eval_monitor.console:main',
             'so101_view = eval_monitor.view.view_node:main',

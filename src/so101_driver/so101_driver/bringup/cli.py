@@ -77,6 +77,9 @@ COMMANDS = {
     'train': (_passthrough('so101-train'), 'train a policy with a recipe of config/train/ '
               '(LeRobot\'s lerobot-train)'),
     'console': (_passthrough('so101-console'), 'operator console: episodes, override, counters'),
+    'latency': (_passthrough('so101-latency'), 'per-chunk latency of a bag, camera to motion'),
+    'bag-reindex': (_passthrough('so101-bag-reindex'), 'rebuild a killed recording\'s index and '
+                    'metadata.yaml'),
     'view': (_passthrough('so101-view'), 'rerun view: replay a bag (--save FILE.rrd) or show '
              'the live topics'),
     'demo': (cmd_demo, 'simulated cell + expert + monitor + recorder, N episodes, then the '
