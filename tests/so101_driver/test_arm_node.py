@@ -20,6 +20,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
 from so101_driver.arm.arm_node import ArmNode
+from so101_driver.arm.loop import LoopHealth
 from so101_driver.feetech.bus import ServoNotFound
 from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, parse_calibration
 from so101_driver.arm.driver_demo import DEMO_CALIBRATION, chunk, emulator_calibration
@@ -270,6 +271,98 @@ def test_transient_read_failures_are_retried_and_counted(arm, emulator):
     n = probe.count()
     wait_for(lambda: probe.count() > n + 10, message='joint states keep flowing')
     assert int(probe.bus().get('read_failures', 0)) == 0
+
+
+def test_retries_make_the_loop_health_warn_until_they_leave_its_window(arm, emulator):
+    _, probe = arm
+    emulator.call('set_corrupt', count=2)
+    wait_for(lambda: int(probe.bus().get('window_retries', 0)) >= 1, timeout=3,
+             message=f'retries in the loop window (bus status {probe.bus()})')
+    status = probe.bus()
+    assert status['level'] >= 1 and 'bus retries' in status['message'], status
+    wait_for(lambda: probe.bus().get('level') == 0, timeout=6,
+             message=f'OK once the retries left the window (bus status {probe.bus()})')
+
+
+def test_loop_health_counts_rate_periods_overruns_and_retries_in_its_window():
+    health = LoopHealth(rate_hz=100.0)
+    for k in range(300):  # 3 s at 100 Hz, then one tick 30 ms late with 2 retries
+        health.record(k * 0.01, 0.0, 0)
+    health.record(3.03, 0.03, 2)
+    w = health.window(2.0, now=3.035)
+    assert w['ticks'] == 197 and w['rate_hz'] == pytest.approx(98.5)
+    assert w['period_p50_ms'] == pytest.approx(10.0)
+    assert w['period_max_ms'] == pytest.approx(40.0)
+    assert w['overruns'] == 1 and w['retries'] == 2
+    stalled = health.window(2.0, now=3.5)  # nothing for 470 ms: the open period counts
+    assert stalled['period_max_ms'] == pytest.approx(470.0)
+    assert stalled['rate_hz'] < 80
+    young = LoopHealth(rate_hz=100.0)  # a loop that started 0.5 s ago is not "slow"
+    for k in range(50):
+        young.record(10.0 + k * 0.01, 0.0, 0)
+    assert young.window(2.0, now=10.5)['rate_hz'] == pytest.approx(100.0)
+
+
+def test_diagnostics_flag_a_degraded_loop_within_two_seconds_and_clear_after(arm, emulator):
+    """Replies 30 ms late (within the 100 ms timeout the tests allow): the loop can only
+    run at ~30 Hz, no read fails, and only the loop figures can tell."""
+    _, probe = arm
+    wait_for(lambda: probe.bus().get('level') == 0, timeout=5, message='a healthy start')
+    emulator.call('set_reply_delay_ms', 30)
+    try:
+        wait_for(lambda: probe.bus().get('level', 0) >= 1, timeout=2.0,
+                 message=f'WARN within 2 s of the loop slowing (bus status {probe.bus()})')
+        wait_for(lambda: probe.bus().get('level', 0) == 2, timeout=4.0,
+                 message=f'ERROR below 50 % of the rate (bus status {probe.bus()})')
+        status = probe.bus()
+        assert float(status['rate_hz']) < 50 and 'loop at' in status['message'], status
+        assert float(status['period_p99_ms']) > 25, status
+        assert int(status['read_failures']) == 0 and int(status['retries']) == 0, status
+    finally:
+        emulator.call('set_reply_delay_ms', 0)
+    wait_for(lambda: probe.bus().get('level') == 0, timeout=6,
+             message=f'OK again at full rate (bus status {probe.bus()})')
+    assert float(probe.bus()['rate_hz']) >= 90
+
+
+def test_a_refused_realtime_priority_is_said_and_the_loop_runs_anyway(spinner, emulator,
+                                                                        cal_file, monkeypatch):
+    import errno
+    import os
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, 'Operation not permitted')
+
+    monkeypatch.setattr(os, 'sched_setscheduler', refuse)
+    node = start_arm(spinner, emulator.port, cal_file, realtime_priority=40)
+    probe = Probe(spinner)
+    try:
+        wait_for(lambda: probe.bus().get('realtime', '').startswith('refused'), timeout=5,
+                 message=f'the refusal in diagnostics (bus status {probe.bus()})')
+        n = probe.count()
+        wait_for(lambda: probe.count() > n + 20, message='joint states at normal priority')
+    finally:
+        node.destroy_node()
+
+
+def test_garbage_is_collected_by_the_control_loop_and_automatic_gc_returns_at_shutdown(
+        spinner, emulator, cal_file):
+    import gc
+
+    assert gc.isenabled()
+    node = start_arm(spinner, emulator.port, cal_file)
+    try:
+        wait_for(lambda: not gc.isenabled(), message='automatic collection handed to the loop')
+        collected = sum(g['collections'] for g in gc.get_stats())
+        for _ in range(20_000):  # cyclic garbage made by another thread
+            a = []
+            a.append(a)
+        wait_for(lambda: sum(g['collections'] for g in gc.get_stats()) > collected,
+                 message='collections run by the control loop')
+    finally:
+        node.destroy_node()
+    assert gc.isenabled(), 'automatic garbage collection must be back after the node stops'
+    assert gc.get_freeze_count() == 0, 'objects frozen at start must be collectable again'
 
 
 def test_vanished_port_reports_error_and_recovers_holding_position(arm, emulator):

@@ -6,6 +6,7 @@ One emulator child process serves the module; every test starts from its factory
 
 import numpy as np
 import pytest
+import scservo_sdk as scs
 
 from so101_driver.feetech import control_table as ct
 from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost, ServoNotFound
@@ -229,30 +230,122 @@ def test_late_replies_to_a_timed_out_read_are_not_taken_for_telemetry(emulator):
     try:
         bus.open()
         sent = emulator.call('state')['sent']
-        emulator.call('set_reply_delay_ms', 250)  # replies come after both attempts gave up
+        # lost after 2 x 100 ms: the replies come after both attempts gave up
+        emulator.call('set_reply_delay_ms', 500)
         with pytest.raises(BusError, match='no status packet'):
             bus.read_fast()
+        assert bus.counters.timeouts == 2, f'{bus.counters}'
         wait_for(lambda: emulator.call('state')['sent'] >= sent + 12, timeout=10,
                  message='the late replies of both attempts to be on the line')
         emulator.call('set_reply_delay_ms', 0)
-        retries = bus.counters.retries
-        telemetry = bus.read_telemetry()  # first reads 6-byte replies where 9 are due
+        retries, stale = bus.counters.retries, bus.counters.stale_bytes
+        telemetry = bus.read_telemetry()  # 6-byte replies wait where 9 are due
         assert [t.voltage for t in telemetry.values()] == [12.0] * 6, f'got {telemetry}'
-        assert bus.counters.retries == retries + 1, \
-            f'the stale replies should cost one retry, got {bus.counters.retries - retries}'
+        assert bus.counters.retries == retries, \
+            'stale replies are dropped before the request, they must not cost a retry'
+        assert bus.counters.stale_bytes >= stale + 12 * 12, f'{bus.counters}'
     finally:
         bus.close(disable_torque=False)
 
 
-def test_telemetry_names_voltage_and_overheat_errors(bus, emulator):
-    emulator.call('set_error_bits', 2, 'voltage')
-    emulator.call('set_error_bits', 6, ['overheat', 'voltage'])
+def test_late_telemetry_replies_are_not_taken_for_positions(emulator):
+    bus = FeetechBus(BusConfig(port=emulator.port, packet_timeout_ms=100.0, read_retries=0))
+    try:
+        bus.open()
+        sent = emulator.call('state')['sent']
+        emulator.call('set_reply_delay_ms', 400)  # lost after 2 x 100 ms
+        with pytest.raises(BusError, match='no status packet'):
+            bus.read_telemetry()
+        wait_for(lambda: emulator.call('state')['sent'] >= sent + 6, timeout=10,
+                 message='the late telemetry replies to be on the line')
+        emulator.call('set_reply_delay_ms', 0)
+        state = bus.read_fast()
+        assert state.position.tolist() == register(emulator, 'present_position')
+    finally:
+        bus.close(disable_torque=False)
+
+
+class _ScriptedPort:
+    """Stands in for the SDK port: hands out the given bytes, then reports a timeout."""
+
+    def __init__(self, data: bytes):
+        self.data = bytearray(data)
+        self.is_using = False
+
+    def readPort(self, length):  # noqa: N802 - SDK name
+        out = bytes(self.data[:length])
+        del self.data[:length]
+        return out
+
+    def isPacketTimeout(self):  # noqa: N802 - SDK name
+        return not self.data
+
+
+def test_a_status_packet_of_another_length_is_corrupt_not_data():
+    from so101_driver.feetech.port import StrictPacketHandler
+    from so101_driver.feetech.emulator import status_packet
+
+    handler = StrictPacketHandler()
+    telemetry_reply = status_packet(1, 0, bytes([120, 35, 0, 0, 0, 0, 0, 0, 0]))
+    data, result, _ = handler.readRx(_ScriptedPort(telemetry_reply), 1, 6)
+    assert result == scs.COMM_RX_CORRUPT and data == [], \
+        'a 9-byte reply must not pass for the 6 bytes of a position read'
+    position_reply = status_packet(1, 0, bytes([0x00, 0x08, 0, 0, 0, 0]))
+    data, result, _ = handler.readRx(_ScriptedPort(position_reply), 1, 6)
+    assert result == scs.COMM_SUCCESS and data == [0x00, 0x08, 0, 0, 0, 0]
+
+
+def test_a_reply_that_came_while_the_reader_was_not_running_is_not_a_timeout(bus, emulator):
+    from so101_driver.feetech.emulator import instruction_packet
+
     bus.open()
-    telemetry = bus.read_telemetry()
-    assert telemetry[1].errors == [] and telemetry[1].voltage == pytest.approx(12.0)
-    assert telemetry[2].errors == ['voltage'], f'got {telemetry[2]}'
-    assert telemetry[6].errors == ['voltage', 'overheat'], f'got {telemetry[6]}'
-    assert telemetry[6].temperature > 70, 'overheat shows in the temperature as well'
+    port = bus._port
+    port.discard_input()
+    port.writePort(instruction_packet(1, ct.Instruction.PING))
+    port.setPacketTimeoutMillis(0.0)  # both deadlines pass before the reader looks again
+    wait_for(lambda: port.ser.in_waiting >= 6, message='the ping reply on the line')
+    assert not port.isPacketTimeout(), 'a reply waiting in the input was declared lost'
+    assert port.readPort(6)[:3] == b'\xff\xff\x01'
+    assert not port.late, 'the reply was on the line before anyone looked: it is not late'
+    assert port.isPacketTimeout(), 'past the deadline with nothing waiting is a timeout'
+
+
+def test_waiting_for_a_reply_leaves_the_cpu_to_others(emulator):
+    import time
+
+    bus = FeetechBus(BusConfig(port=emulator.port, packet_timeout_ms=250.0))
+    try:
+        bus.open()
+        emulator.call('set_reply_delay_ms', 80)
+        wall, cpu = time.monotonic(), time.thread_time()
+        bus.read_fast()
+        wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
+        assert wall >= 0.08
+        assert cpu < 0.25 * wall, f'the read used {cpu * 1e3:.0f} ms of CPU in ' \
+                                  f'{wall * 1e3:.0f} ms waiting: a busy poll'
+    finally:
+        bus.close(disable_torque=False)
+
+
+def test_a_late_reply_is_used_and_counted_apart_from_a_lost_one(emulator):
+    bus = FeetechBus(BusConfig(port=emulator.port, packet_timeout_ms=40.0, read_retries=0))
+    try:
+        bus.open()
+        emulator.call('set_reply_delay_ms', 55)  # after the 40 ms timeout, before twice it
+        state = bus.read_fast()
+        assert state.position.tolist() == register(emulator, 'present_position')
+        assert bus.counters.late_replies == 1 and bus.counters.timeouts == 0, \
+            f'a late reply is the answer, not a loss: {bus.counters}'
+        emulator.call('set_reply_delay_ms', 0)
+        bus.read_fast()
+        assert bus.counters.late_replies == 1, f'an on-time reply is not late: {bus.counters}'
+        emulator.call('set_silent', [3])  # lost: never answers
+        with pytest.raises(BusError):
+            bus.read_register(3, ct.MODEL_NUMBER)
+        assert bus.counters.timeouts == 1 and bus.counters.late_replies == 1, \
+            f'a reply that never comes is lost, not late: {bus.counters}'
+    finally:
+        bus.close(disable_torque=False)
 
 
 # -- vanishing port -------------------------------------------------------------------

@@ -11,34 +11,53 @@ Faults: a failed read is retried by the bus (counted, WARN); a tick whose read s
 writes no goal; ``persistent_failure_ticks`` failed ticks in a row raise ERROR and, once reads
 recover, the arm holds where it is instead of catching up. A vanished port is reported and
 re-opened every ``reconnect_period_s``; on return the arm holds its measured position.
+
+Loop health: ``diagnostics`` carries the achieved rate, tick period p50/p99/max, overruns
+and bus retries over the last ``health_window_s``; WARN below 90 % of ``control_rate_hz``
+or when retries occurred, ERROR below 50 %. Retries are logged (at most every 5 s).
+
+Real-time options (all measured in bench/bench_bus.py, figures in README): the control
+thread can run at a SCHED_FIFO priority (``realtime_priority``, where the OS allows it);
+``gil_switch_interval_ms`` bounds how long another Python thread of the process keeps the
+GIL while the control thread waits for it; ``gc_in_idle`` runs Python's garbage collector
+in the slack after a tick instead of wherever an allocation happens to trigger it.
+In a process with other nodes, give this one a single-threaded executor of its own (the
+driver demo and the benchmark do): rclpy's ``MultiThreadedExecutor`` (9.1) busy-waits,
+holding the GIL, while a callback it queued has not started yet, and with a busy node
+beside it the control thread misses most of its ticks (measured: 6 to 30 Hz of 100).
+``main`` keeps a two-thread one for this node alone, whose few callbacks leave it idle.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 import time
-from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import (
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
-from rclpy.node import Node
+from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from so101_driver import qos
+from so101_driver.arm import loop
+from so101_driver.arm.arm_params import declare_arm_parameters
+from so101_driver.arm.loop import (
+    ERROR_RATE_FRACTION,
+    RETRY_LOG_PERIOD_S,
+    WARN_RATE_FRACTION,
+    LoopHealth,
+)
 from so101_driver.feetech.bus import BusConfig, BusError, FeetechBus, PortLost, error_names
 from so101_driver.feetech.calibration import ArmCalibration, CalibrationError, load_calibration
+from so101_driver.guard import GuardedNode
 from so101_driver.joints import JOINT_NAMES, JointLimits, urdf_limits, urdf_text
 from so101_driver.ros_io import (
     diag_status,
-    float_range,
     joint_state_msg,
     log_outcome,
     run_node,
@@ -53,15 +72,13 @@ from so101_driver.arm.trajectory import (
 )
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-
-
-
-class ArmNode(Node):
+class ArmNode(GuardedNode):
     """SO-101 follower arm node."""
 
     def __init__(self, **kwargs):
         super().__init__('so101_arm', **kwargs)
         self._loop: threading.Thread | None = None  # set last: destroy_node may run before
+        self._switch_interval_restore: tuple[float, float] | None = None  # (before, ours)
         self.bus: FeetechBus | None = None
         self._declare_parameters()
         p = self.get_parameter
@@ -84,9 +101,11 @@ class ArmNode(Node):
         self._failed_ticks = 0
         self._hold_after_recovery = False
         self._telemetry: dict = {}
-        self._tick_periods: deque[float] = deque(maxlen=1000)
+        self.health = LoopHealth(p('control_rate_hz').value)
         self._status_line = 'starting'
-        self._retries_reported = 0
+        self._realtime = 'off'  # what realtime_priority achieved (diagnostics)
+        self._gc_disabled_here = False
+        self._retries_logged = -RETRY_LOG_PERIOD_S
 
         self._connect(first=True)
 
@@ -106,6 +125,7 @@ class ArmNode(Node):
         self.create_timer(1.0 / p('diagnostics_rate_hz').value, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+        self._apply_switch_interval()
         self._running = True
         self._loop = threading.Thread(target=self._control_loop, name='so101_arm_control',
                                       daemon=True)
@@ -113,46 +133,7 @@ class ArmNode(Node):
 
     # -- parameters --------------------------------------------------------------
     def _declare_parameters(self):
-        def declare(name, default, description, read_only=False, **ranges):
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=read_only, **ranges))
-
-        declare('port', '/dev/ttyACM0', 'Serial port of the Feetech bus adapter '
-                '(prefer /dev/serial/by-id/...)', read_only=True)
-        declare('baudrate', 1_000_000, 'Bus baud rate (STS3215 default 1 Mbps)', read_only=True)
-        declare('calibration_file', '', 'LeRobot calibration JSON of this arm '
-                '(lerobot-calibrate output)', read_only=True)
-        declare('write_calibration', True, 'Write the file\'s homing offsets and limits to the '
-                'servos when they differ (as LeRobot does on connect)', read_only=True)
-        declare('control_rate_hz', 100.0, 'Control loop and joint_states rate',
-                read_only=True, floating_point_range=float_range(1, 1000))
-        declare('telemetry_rate_hz', 5.0, 'Voltage/temperature/status read rate',
-                read_only=True, floating_point_range=float_range(0.1, 50))
-        declare('diagnostics_rate_hz', 1.0, 'diagnostics publish rate', read_only=True,
-                floating_point_range=float_range(0.1, 10))
-        declare('read_retries', 2, 'Extra attempts of a failed bus read', read_only=True,
-                integer_range=[IntegerRange(from_value=0, to_value=10, step=1)])
-        declare('packet_timeout_ms', 20.0, 'Wait for a reply beyond its wire time (ms); raise '
-                'it for USB adapters with a high latency timer or a loaded host',
-                read_only=True, floating_point_range=float_range(1, 1000))
-        declare('persistent_failure_ticks', 10, 'Failed ticks in a row that count as a '
-                'persistent failure (ERROR)', integer_range=[
-                    IntegerRange(from_value=1, to_value=1000, step=1)])
-        declare('reconnect_period_s', 1.0, 'How often to re-open a vanished port',
-                floating_point_range=float_range(0.05, 60))
-        declare('max_relative_target', 0.2, 'Max |goal - present| per joint per tick (rad)',
-                floating_point_range=float_range(0.001, 1.0))
-        declare('max_jump', 0.35, 'Max distance of a trajectory\'s first point from the '
-                'present position (rad)', floating_point_range=float_range(0.001, 3.2))
-        declare('limit_margin', 0.0, 'Shrink the joint limits by this much on each side (rad)',
-                read_only=True, floating_point_range=float_range(0, 0.5))
-        declare('torque_on_start', True, 'Enable torque (holding the present position) at start',
-                read_only=True)
-        declare('disable_torque_on_shutdown', True, 'Torque off when the node stops')
-        declare('stall_torque_nm', 1.96, 'Servo stall torque for effort = load fraction x this '
-                '(STS3215 7.4 V: 19.5 kg.cm)', floating_point_range=float_range(0.1, 10))
-        declare('mesh_uri', 'package', "Mesh URIs in robot_description: 'package' "
-                "(package://so101_driver/...) or 'file' (absolute file:// paths)", read_only=True)
+        declare_arm_parameters(self)
 
     def _limits(self) -> JointLimits:
         """URDF limits intersected with the calibrated range, minus the margin."""
@@ -210,32 +191,62 @@ class ArmNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # -- control loop ------------------------------------------------------------
+    def _apply_switch_interval(self) -> None:
+        before = sys.getswitchinterval()
+        if loop.set_switch_interval(self.get_parameter('gil_switch_interval_ms').value):
+            self._switch_interval_restore = (before, sys.getswitchinterval())
+
+    def _apply_realtime_priority(self) -> None:
+        self._realtime = loop.set_realtime_priority(
+            self.get_parameter('realtime_priority').value, self.get_logger())
+
+    def _start_gc_in_idle(self) -> None:
+        if self.get_parameter('gc_in_idle').value:
+            self._gc_disabled_here = loop.freeze_gc()
+
+    def _collect_if_due(self, slack_s: float) -> None:
+        loop.collect_if_due(slack_s, self.health.period)
+
     def _control_loop(self):
+        try:
+            self._run_loop()
+        finally:
+            if self._gc_disabled_here:  # automatic collection back; what was frozen with it
+                self._gc_disabled_here = False
+                gc.unfreeze()
+                gc.enable()
+
+    def _run_loop(self):
         period = 1.0 / self.get_parameter('control_rate_hz').value
         telemetry_every = max(1, round(self.get_parameter('telemetry_rate_hz').value ** -1
                                        / period))
+        self._apply_realtime_priority()
+        self._start_gc_in_idle()
         next_tick = time.monotonic()
-        last_tick = None
         tick = 0
+        telemetry_due = False
+        retries_seen = self.bus.counters.retries
         while self._running:
             next_tick += period
             delay = next_tick - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -period:  # overran by more than a tick: re-phase, don't burst
-                next_tick = time.monotonic()
             start = time.monotonic()
-            if last_tick is not None:
-                self._tick_periods.append(start - last_tick)
-            last_tick = start
-            if not self._connected:
-                if tick % max(1, round(self.get_parameter('reconnect_period_s').value
-                                       / period)) == 0:
-                    self._connect()
-                tick += 1
-                continue
+            late = start - next_tick
+            if late > period:  # overran by more than a tick: re-phase, don't burst
+                next_tick = start
+            telemetry_due = telemetry_due or tick % telemetry_every == 0
+            tick += 1
             try:
-                self._tick(telemetry=(tick % telemetry_every == 0))
+                if not self._connected:
+                    if tick % max(1, round(self.get_parameter('reconnect_period_s').value
+                                           / period)) == 0:
+                        self._connect()
+                else:
+                    # telemetry only in a tick that is on time: a late one catches up first
+                    telemetry = telemetry_due and late < 0.25 * period
+                    self._tick(telemetry)
+                    telemetry_due = telemetry_due and not telemetry
             except PortLost as err:
                 with self._lock:
                     self._connected = False
@@ -245,7 +256,26 @@ class ArmNode(Node):
             except Exception as err:  # noqa: BLE001 - one bad tick must not end the loop
                 self._status_line = f'control tick failed: {err!r}'
                 self.get_logger().error(self._status_line, throttle_duration_sec=1.0)
-            tick += 1
+            retries = self.bus.counters.retries - retries_seen
+            retries_seen += retries
+            self.health.record(start, late, retries)
+            if retries:
+                self._log_retries(start)
+            if self._gc_disabled_here:
+                self._collect_if_due(next_tick + period - time.monotonic())
+
+    def _log_retries(self, now: float) -> None:
+        """A WARN about bus retries, at most every ``RETRY_LOG_PERIOD_S``."""
+        if now - self._retries_logged < RETRY_LOG_PERIOD_S:
+            return
+        self._retries_logged = now
+        c = self.bus.counters
+        window = self.get_parameter('health_window_s').value
+        self.get_logger().warning(
+            f'bus retries: {self.health.window(window, now)["retries"]} in the last '
+            f'{window:g} s (since start: {c.retries} retries for {c.timeouts} lost and '
+            f'{c.corrupt_replies} corrupt replies; {c.late_replies} late replies used; '
+            f'{c.read_failures} reads failed after all retries)')
 
     def _tick(self, telemetry: bool):
         try:
@@ -333,39 +363,62 @@ class ArmNode(Node):
         return response
 
     # -- diagnostics -------------------------------------------------------------
-    def tick_period_stats(self) -> dict[str, float]:
-        periods = np.array(self._tick_periods) if self._tick_periods else np.zeros(1)
-        return {'rate_hz': 1.0 / max(periods.mean(), 1e-9),
-                'period_p50_ms': float(np.percentile(periods, 50) * 1e3),
-                'period_p99_ms': float(np.percentile(periods, 99) * 1e3)}
+    def tick_period_stats(self, window_s: float | None = None) -> dict[str, float]:
+        """Loop figures over the last ``window_s`` (default: all that is recorded)."""
+        if window_s is None:
+            starts = self.health.tick_starts()
+            window_s = (time.monotonic() - starts[0]) if len(starts) else 1.0
+        return self.health.window(window_s)
 
     def diagnostics(self) -> DiagnosticArray:
         counters = self.bus.counters
         ctl = self.controller.counters
-        new_retries = counters.retries - self._retries_reported
-        self._retries_reported = counters.retries
+        rate = self.get_parameter('control_rate_hz').value
+        window = self.get_parameter('health_window_s').value
+        stats = self.health.window(window)
+        problems = []
+        level = OK
+        if stats['rate_hz'] < ERROR_RATE_FRACTION * rate:
+            level = ERROR
+            problems.append(f'loop at {stats["rate_hz"]:.1f} Hz of {rate:g} '
+                            f'(< {ERROR_RATE_FRACTION:.0%})')
+        elif stats['rate_hz'] < WARN_RATE_FRACTION * rate:
+            level = WARN
+            problems.append(f'loop at {stats["rate_hz"]:.1f} Hz of {rate:g} '
+                            f'(< {WARN_RATE_FRACTION:.0%})')
+        if stats['retries']:
+            level = max(level, WARN)
+            problems.append(f'{stats["retries"]} bus retries in the last {window:g} s')
         if not self._connected:
-            level, message = ERROR, self._status_line
+            level, problems = ERROR, [self._status_line]
         elif self._failed_ticks >= self.get_parameter('persistent_failure_ticks').value:
-            level, message = ERROR, self._status_line
-        elif new_retries:
-            level, message = WARN, f'{new_retries} transient read failures retried'
+            level, problems = ERROR, [self._status_line] + problems
+        if problems:
+            message = '; '.join(problems)
         else:
-            level, message = OK, 'torque on' if self._torque_on else 'torque off'
-        stats = self.tick_period_stats()
+            message = 'torque on' if self._torque_on else 'torque off'
         values = {
             'port': self.bus.config.port, 'connected': self._connected,
             'torque': self._torque_on, 'override': self.controller.override,
-            'reads': counters.reads, 'retries': counters.retries,
-            'read_failures': counters.read_failures, 'writes': counters.writes,
-            'last_error': counters.last_error,
+            'control_rate_hz': f'{rate:g}', 'window_s': f'{stats["window_s"]:.1f}',
             'rate_hz': f'{stats["rate_hz"]:.1f}',
+            'period_p50_ms': f'{stats["period_p50_ms"]:.2f}',
             'period_p99_ms': f'{stats["period_p99_ms"]:.2f}',
+            'period_max_ms': f'{stats["period_max_ms"]:.2f}',
+            'overruns': stats['overruns'], 'window_retries': stats['retries'],
+            'reads': counters.reads, 'retries': counters.retries,
+            'read_failures': counters.read_failures, 'timeouts': counters.timeouts,
+            'late_replies': counters.late_replies, 'corrupt_replies': counters.corrupt_replies,
+            'stale_bytes': counters.stale_bytes, 'writes': counters.writes,
+            'last_error': counters.last_error,
+            'realtime': self._realtime, 'gc_in_idle': self._gc_disabled_here,
             **{f'accepted_{k}': v for k, v in ctl.accepted.items()},
             **{f'rejected_{k}': v for k, v in ctl.rejected.items()},
             **{f'ignored_{k}': v for k, v in ctl.ignored.items()},
             'rejected_total': sum(ctl.rejected.values()),
             'last_rejection': self.controller.last_message,
+            **self.controller.latency.values(),
+            **self.guard_values(), 'last_rejected_message': self.last_rejection,
         }
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
@@ -394,6 +447,11 @@ class ArmNode(Node):
         self._running = False
         if self._loop is not None and self._loop.is_alive():
             self._loop.join(timeout=2.0)
+        if self._switch_interval_restore is not None:
+            before, ours = self._switch_interval_restore
+            self._switch_interval_restore = None
+            if sys.getswitchinterval() == ours:  # nobody changed it since
+                sys.setswitchinterval(before)
         # the servos keep their last goal (hold); then torque off if configured
         disable = self.get_parameter('disable_torque_on_shutdown').value
         try:

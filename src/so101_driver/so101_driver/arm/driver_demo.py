@@ -4,7 +4,13 @@ Starts the STS3215 bus emulator in a child process, the ``so101_arm`` node on it
 real driver and the real ``scservo_sdk``), and a small commander that sends three chunks:
 a reach, a second chunk that replaces the first half-way (the splice must not stop the arm),
 and a gripper close/open. It prints live ``/joint_states`` beside the commanded setpoint,
-then the tracking error, the measured loop rate and the node's diagnostics.
+then the tracking error, the measured loop rate and the node's diagnostics. It exits 1 if
+the arm ends away from home, a chunk was rejected or the loop ran below 90 % of its rate.
+
+Each node spins on its own single-threaded executor, as if in its own process: rclpy's
+``MultiThreadedExecutor`` (up to 9.1 at least) busy-waits while a callback it handed to its
+pool has not started, holding the GIL, and a control thread in the same process then runs
+at a fraction of its rate (measured here: 6 to 30 Hz instead of 100).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -88,18 +94,15 @@ def run(duration_scale: float = 1.0, print_rate_hz: float = 4.0) -> dict:
     emulator.call('load_calibration', emulator_calibration(DEMO_CALIBRATION))
     print(f'[demo] STS3215 bus emulator on {port}')
     rclpy.init()
-    executor = MultiThreadedExecutor(num_threads=4)
-    arm = commander = spinning = None
+    arm = commander = None
+    spinning: list[tuple[SingleThreadedExecutor, threading.Thread]] = []
     try:
         arm = ArmNode(parameter_overrides=[
             Parameter('port', value=port),
             Parameter('calibration_file', value=str(cal_path)),
         ])
         commander = Commander()
-        executor.add_node(arm)
-        executor.add_node(commander)
-        spinning = threading.Thread(target=executor.spin, daemon=True)
-        spinning.start()
+        spinning = [spin_alone(arm), spin_alone(commander)]
         deadline = time.monotonic() + 10
         while commander.latest() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -138,34 +141,57 @@ def run(duration_scale: float = 1.0, print_rate_hz: float = 4.0) -> dict:
             time.sleep(1.0 / print_rate_hz)
         final = commander.latest()
         stats = arm.tick_period_stats()
+        rate = arm.get_parameter('control_rate_hz').value
         figures = {
+            'control_rate_hz': rate,
             'final_error_deg': float(np.max(np.abs(np.degrees(final - home)))),
             'joint_states_received': len(commander.states),
             'loop_rate_hz': stats['rate_hz'],
             'period_p99_ms': stats['period_p99_ms'],
             'accepted': dict(arm.controller.counters.accepted),
             'rejected': dict(arm.controller.counters.rejected),
+            'period_p50_ms': stats['period_p50_ms'],
+            'overruns': stats['overruns'],
             'bus_retries': arm.bus.counters.retries,
             'bus_read_failures': arm.bus.counters.read_failures,
         }
         print('[demo] done: final error vs home {final_error_deg:.2f} deg, loop '
-              '{loop_rate_hz:.1f} Hz (p99 period {period_p99_ms:.2f} ms), chunks accepted '
-              '{accepted}, rejected {rejected}, bus retries {bus_retries}'.format(**figures))
+              '{loop_rate_hz:.1f} Hz of {control_rate_hz:.0f} (tick period p50 '
+              '{period_p50_ms:.2f} ms, p99 {period_p99_ms:.2f} ms, {overruns} overruns), '
+              'chunks accepted {accepted}, rejected {rejected}, bus retries '
+              '{bus_retries}'.format(**figures))
         if commander.diagnostics is not None:
             for status in commander.diagnostics.status:
                 print(f'[demo] diagnostics {status.name}: level {status.level[0]} '
                       f'"{status.message}"')
         return figures
     finally:
-        executor.shutdown(timeout_sec=2)
-        if spinning is not None:  # a thread inside the executor at exit aborts the process
-            spinning.join(timeout=5)
+        for executor, thread in spinning:
+            executor.shutdown(timeout_sec=2)
+            thread.join(timeout=5)  # a thread inside the executor at exit aborts the process
         if arm is not None:
             arm.destroy_node()
         if commander is not None:
             commander.destroy_node()
         rclpy.try_shutdown()
         emulator.stop()
+
+
+def spin_alone(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:
+    """Spin ``node`` on its own single-threaded executor in a daemon thread."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, name=f'spin-{node.get_name()}',
+                              daemon=True)
+    thread.start()
+    return executor, thread
+
+
+def passed(figures: dict) -> bool:
+    """The demo's verdict: home reached, nothing rejected, the loop at >= 90 % of its rate
+    (below that the node's diagnostics say WARN)."""
+    return (figures['final_error_deg'] < 2.0 and not figures['rejected']
+            and figures['loop_rate_hz'] >= 0.9 * figures['control_rate_hz'])
 
 
 def _print_live(commander: Commander, setpoint, t0: float) -> None:
@@ -184,7 +210,11 @@ def main(argv=None):
                         help='time scale of the script (2 = twice as slow)')
     args = parser.parse_args(argv)
     figures = run(duration_scale=args.speed)
-    sys.exit(0 if figures['final_error_deg'] < 2.0 and not figures['rejected'] else 1)
+    ok = passed(figures)
+    if not ok:
+        print('[demo] FAILED: the arm must end within 2 deg of home with no chunk rejected '
+              'and the loop at >= 90 % of control_rate_hz', file=sys.stderr)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,16 @@ read (voltage, temperature, status, current). Transient failures are retried a b
 number of times and counted; a vanished port raises ``PortLost`` so the caller can stop
 commanding and reconnect.
 
+Replies are awaited in ``select`` (no busy polling) and timed out on the monotonic clock.
+A reply later than ``packet_timeout_ms`` is late: it is still awaited for as long again
+and used (counted in ``late_replies``); only one that has not come by then is lost and
+retried, and only once a last look finds the input empty, so a reply that came while the
+calling thread was not running (GIL held elsewhere, CPU busy) is never taken for lost.
+Every request that expects a reply first drops stale input, a failed exchange waits for
+the line to go quiet before the retry, and a status packet counts only if its length is
+the one asked for, so a reply to an earlier request can neither pass for the answer nor
+shift the exchanges after it.
+
 All methods take ticks (offset-applied, as the servo reports them); radians live in
 ``calibration.ArmCalibration``.
 """
@@ -27,6 +37,7 @@ import serial
 
 from so101_driver.feetech import control_table as ct
 from so101_driver.feetech.calibration import MotorCalibration
+from so101_driver.feetech.port import SelectPortHandler, StrictPacketHandler
 from so101_driver.joints import GRIPPER, JOINT_NAMES, SERVO_IDS
 
 
@@ -76,6 +87,10 @@ class BusCounters:
     retries: int = 0  # extra attempts that were needed
     writes: int = 0
     write_failures: int = 0
+    timeouts: int = 0  # attempts whose reply was lost (none by twice the timeout)
+    corrupt_replies: int = 0  # attempts that got a bad checksum, length or id
+    late_replies: int = 0  # exchanges whose reply came after its timeout, but came
+    stale_bytes: int = 0  # bytes dropped before a request or after a failed exchange
     last_error: str = ''
 
 
@@ -101,18 +116,6 @@ class Telemetry:
     errors: list[str] = field(default_factory=list)
 
 
-class _PortHandler(scs.PortHandler):
-    """SDK port with a reply timeout that fits the packet (the PyPI SDK's is ~34 ms flat)."""
-
-    def __init__(self, port_name: str, timeout_margin_ms: float):
-        super().__init__(port_name)
-        self.timeout_margin_ms = timeout_margin_ms
-
-    def setPacketTimeout(self, packet_length):  # noqa: N802 - SDK name
-        self.packet_start_time = self.getCurrentTime()
-        self.packet_timeout = self.tx_time_per_byte * (packet_length + 3) + self.timeout_margin_ms
-
-
 # Fast block: Present_Position .. Present_Load (56..61), 6 bytes per servo.
 _FAST_START = ct.PRESENT_POSITION.address
 _FAST_LEN = ct.PRESENT_LOAD.address + ct.PRESENT_LOAD.size - _FAST_START
@@ -132,8 +135,9 @@ class FeetechBus:
         self.config = config
         self.counters = BusCounters()
         self._lock = threading.Lock()
-        self._port: _PortHandler | None = None
-        self._ph = scs.PacketHandler(0)
+        self._port: SelectPortHandler | None = None
+        scs.SCS_SETEND(0)  # what scs.PacketHandler(0) does: STS byte order
+        self._ph = StrictPacketHandler()
         self._fast_reader = None
         self._telem_reader = None
         self._goal_writer = None
@@ -147,7 +151,7 @@ class FeetechBus:
         """Open the port and check every servo answers as an STS3215."""
         with self._lock:
             self._close_port()
-            port = _PortHandler(self.config.port, self.config.packet_timeout_ms)
+            port = SelectPortHandler(self.config.port, self.config.packet_timeout_ms)
             try:
                 if not port.openPort() or not port.setBaudRate(self.config.baudrate):
                     raise PortLost(f'cannot open serial port {self.config.port} at '
@@ -283,8 +287,6 @@ class FeetechBus:
     def read_register(self, sid: int, reg: ct.Register) -> int:
         def attempt():
             data, result, _ = self._ph.readTxRx(self._port, sid, reg.address, reg.size)
-            if result == scs.COMM_SUCCESS and len(data) != reg.size:
-                result = scs.COMM_RX_CORRUPT  # a late reply to an earlier request
             return result, data
         data = self._transact(attempt, self.config.read_retries, f'read {reg} from id {sid}',
                               is_read=True)
@@ -348,12 +350,11 @@ class FeetechBus:
             for sid, value in zip(self.config.ids, ticks, strict=True):
                 writer.addParam(sid, ct.to_bytes(ct.GOAL_POSITION, int(value)))
             return writer.txPacket(), None
-        self._transact(attempt, 0, 'sync-write of goal position', is_read=False)
+        self._transact(attempt, 0, 'sync-write of goal position', is_read=False, reply=False)
 
     def _sync_read(self, reader, length: int) -> int:
-        """One sync-read; a reply of the wrong length counts as corrupt. After a timeout the
-        late replies to the earlier request are still on the line, with the right ids and
-        checksums but possibly another request's data length."""
+        """One sync-read (a status packet per servo, each checked for its length by
+        ``StrictPacketHandler``)."""
         result = reader.txRxPacket()
         if result == scs.COMM_SUCCESS and any(len(reader.data_dict[sid]) != length
                                               for sid in self.config.ids):
@@ -361,8 +362,10 @@ class FeetechBus:
         return result
 
     # -- retry core --------------------------------------------------------------
-    def _transact(self, attempt, retries: int, what: str, is_read: bool):
-        """Run ``attempt`` under the lock, retrying SDK failures ``retries`` times."""
+    def _transact(self, attempt, retries: int, what: str, is_read: bool, reply: bool = True):
+        """Run ``attempt`` under the lock, retrying SDK failures ``retries`` times.
+
+        ``reply``: the request is answered, so stale input is dropped before it is sent."""
         with self._lock:
             if self._port is None:
                 raise PortLost(f'{what}: port {self.config.port} is not open')
@@ -375,10 +378,17 @@ class FeetechBus:
                 if n:
                     self.counters.retries += 1
                 try:
+                    if reply:
+                        self.counters.stale_bytes += self._port.discard_input()
                     result, data = attempt()
-                except (OSError, serial.SerialException, TypeError, termios.error) as err:
-                    # TypeError: pyserial returns None from a read on a closed fd;
-                    # termios.error: the SDK's flush (tcdrain) on a vanished device (EIO)
+                    if reply and result == scs.COMM_SUCCESS and self._port.late:
+                        self.counters.late_replies += 1
+                    elif reply and result != scs.COMM_SUCCESS:
+                        self._after_failure(result)
+                except (OSError, ValueError, serial.SerialException, TypeError,
+                        termios.error) as err:
+                    # TypeError/ValueError: a closed fd (None or -1) in select;
+                    # termios.error: a flush on a vanished device (EIO)
                     self.counters.last_error = f'{what}: port {self.config.port} lost ({err})'
                     self._close_port()
                     raise PortLost(self.counters.last_error) from err
@@ -387,7 +397,6 @@ class FeetechBus:
                         self._port.is_using = False
                 if result == scs.COMM_SUCCESS:
                     return data
-                self._drain()
             message = f'{what} failed after {retries + 1} attempts: ' \
                       f'{self._ph.getTxRxResult(result)}'
             self.counters.last_error = message
@@ -397,9 +406,24 @@ class FeetechBus:
                 self.counters.write_failures += 1
             raise BusError(message)
 
+    def _after_failure(self, result: int) -> None:
+        """Count the failure and let the line settle (the other servos' replies of a
+        corrupt exchange are still coming), so none is read as the answer to the retry."""
+        timeout_s = self.config.packet_timeout_ms / 1e3
+        self.counters.stale_bytes += self._port.settle(
+            quiet_s=min(max(timeout_s / 4, 0.002), 0.01), max_s=timeout_s)
+        if result == scs.COMM_RX_TIMEOUT:
+            self.counters.timeouts += 1
+        elif result == scs.COMM_RX_CORRUPT:
+            self.counters.corrupt_replies += 1
+
     def _drain(self) -> None:
         """Drop stray bytes of a failed exchange so the next reply is read in step."""
-        try:
-            self._port.ser.reset_input_buffer()
-        except (OSError, serial.SerialException, AttributeError, termios.error):
-            pass
+        with self._lock:
+            if self._port is not None:
+                try:
+                    self.counters.stale_bytes += self._port.discard_input()
+                    self._port.ser.reset_input_buffer()
+                except (OSError, ValueError, serial.SerialException, TypeError,
+                        termios.error):
+                    pass
