@@ -72,6 +72,8 @@ from so101_driver.arm.trajectory import (
 )
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
 class ArmNode(GuardedNode):
     """SO-101 follower arm node."""
 

@@ -49,7 +49,6 @@ from so101_driver.teleop.leader import (
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
-
 class LeaderNode(GuardedNode):
     """SO-101 leader arm: teleop trajectories and the operator override."""
 
