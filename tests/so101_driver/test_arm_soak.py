@@ -7,7 +7,7 @@ timeout, late, and lost), a servo that stops answering and CPU bursts of busy pr
 Outside the windows the loop must keep >= 95 % of its rate, one second after each window
 it must be back at that rate, and its diagnostics must flag the degraded loop within two
 seconds of a window's start. The tick record is the node's own (``ArmNode.health``).
-Stretches in which work outside this test took more than half a core (a shared machine)
+Stretches in which work outside this test took more than one core (a shared machine)
 are reported but not judged; a run in which that held throughout is skipped.
 """
 
@@ -144,7 +144,7 @@ class HostLoad:
         return float((cpu[j] - cpu[i]) / (times[j] - times[i]))
 
 
-FOREIGN_LIMIT = 0.5  # cores of other work beside the test that void a stretch
+FOREIGN_LIMIT = 1.0  # cores (of 2) of other work beside the test that void a stretch
 
 
 def test_the_loop_keeps_its_rate_outside_fault_windows_and_recovers_after_each(
