@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ for _module in ('datasets', 'pyarrow', 'av', 'accelerate'):
 
 from tests.helpers import wait_for  # noqa: E402
 from tests.pi05_policy.test_dataset import record_sim_bag  # noqa: E402
+from tests.test_so101_command import stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -97,17 +97,6 @@ class Probe:
         wait_for(future.done, timeout, message=f'{client.srv_name} response')
         assert future.result().success, future.result().message
         return future.result()
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30.0) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
 
 
 @pytest.mark.slow
@@ -184,7 +173,7 @@ def test_expert_demonstrations_to_a_trained_checkpoint_in_the_sim_and_compared(
     finally:
         spinner.remove(probe.node)
         probe.node.destroy_node()
-        out = stop(proc)
+        out = stop(proc, timeout=30.0)
     assert proc.returncode == 0, f'so101 up did not stop cleanly:\n{out[-4000:]}'
     assert int(sim_values['accepted_policy']) >= ACCEPTED, sim_values
 
