@@ -36,3 +36,18 @@ def spinner(ros_context):
         yield s
     finally:
         s.shutdown()
+
+
+@pytest.fixture
+def started(spinner):
+    """Spin nodes made by the test; remove and destroy them afterwards (reverse order)."""
+    nodes = []
+
+    def start(node):
+        nodes.append(node)
+        return spinner.add(node)
+
+    yield start
+    for node in reversed(nodes):
+        spinner.executor.remove_node(node)
+        node.destroy_node()

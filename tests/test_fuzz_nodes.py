@@ -711,21 +711,6 @@ def blaster(spinner, ros_context):
     node.destroy_node()
 
 
-@pytest.fixture
-def started(spinner):
-    """Spin nodes made by the test; remove and destroy them afterwards (reverse order)."""
-    nodes = []
-
-    def start(node):
-        nodes.append(node)
-        return spinner.add(node)
-
-    yield start
-    for node in reversed(nodes):
-        spinner.executor.remove_node(node)
-        node.destroy_node()
-
-
 # =============================================================================================
 # The nodes
 # =============================================================================================

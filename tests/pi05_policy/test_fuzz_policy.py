@@ -85,20 +85,6 @@ def check_chunk(msg, limits) -> None:
     assert inside.all(), f'positions outside the joint limits at {np.argwhere(~inside)[:3]}'
 
 
-@pytest.fixture
-def started(spinner):
-    nodes = []
-
-    def start(node):
-        nodes.append(node)
-        return spinner.add(node)
-
-    yield start
-    for node in reversed(nodes):
-        spinner.executor.remove_node(node)
-        node.destroy_node()
-
-
 @pytest.mark.parametrize('policy, compressed, mode', [('tiny_pi05', False, 'async'),
                                                        ('tiny_act', True, 'sync')])
 def test_policy_takes_any_input_and_never_infers_from_an_unusable_state(
