@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -25,9 +25,12 @@ from so101_driver.guard import GuardedNode
 from so101_driver.eval_topics import PayloadError, SimTruth
 from so101_driver.joints import measured_positions
 from so101_driver.ros_io import float_range, run_node, trajectory_msg
-from so101_driver.sim.expert import ExpertConfig, ScriptedExpert
+from so101_driver.sim.expert import FAILURE_RATES, ExpertConfig, ScriptedExpert
 
-
+#: ExpertConfig fields that are node parameters beyond the noise (same names).
+EPISODE_FIELDS = ('max_attempts', 'episode_timeout_s', 'clean_after_assist',
+                  *FAILURE_RATES.values(), 'miss_offset_m', 'knock_offset_m',
+                  'narrow_open_rad', 'slip_open_rad', 'release_outside_m')
 
 class SimExpertNode(GuardedNode):
     """Scripted expert: ground truth in, joint trajectory chunks out."""
@@ -42,7 +45,7 @@ class SimExpertNode(GuardedNode):
             grasp_z_noise_m=p('grasp_z_noise_m'), close_timing_noise_s=p('close_timing_noise_s'),
             speed_noise=p('speed_noise'), reaction_delay_s=p('reaction_delay_s'),
             chunk_horizon_s=p('chunk_horizon_s'), chunk_dt_s=p('chunk_dt_s'),
-            model_path=p('model_path')))
+            model_path=p('model_path'), **{name: p(name) for name in EPISODE_FIELDS}))
         self.auto_reset = p('auto_reset')
         self.max_episodes = p('max_episodes')
         self.outcomes: Counter = Counter()
@@ -54,6 +57,7 @@ class SimExpertNode(GuardedNode):
         self.create_subscription(String, 'sim/truth', self._on_truth, qos.STREAM_SUB)
         self.create_subscription(JointState, 'joint_states', self._on_joint_state,
                                  qos.STREAM_SUB)
+        self.create_subscription(Bool, 'teleop/override', self._on_override, qos.LATCHED)
         self.reset_client = self.create_client(Trigger, 'sim/reset')
         self.create_timer(p('chunk_period_s'), self._on_timer)
         if not self.get_parameter('use_sim_time').value:
@@ -87,9 +91,28 @@ class SimExpertNode(GuardedNode):
                 floating_point_range=float_range(0.05, 10))
         declare('chunk_dt_s', 0.05, 'Spacing of the points of a chunk (s)',
                 floating_point_range=float_range(0.005, 1))
-        declare('auto_reset', True, 'Call sim/reset when an attempt ends or times out')
-        declare('max_episodes', 0, 'Stop commanding after this many attempts; 0 = no limit',
+        declare('auto_reset', True, 'Call sim/reset when an episode ends')
+        declare('max_episodes', 0, 'Stop commanding after this many episodes; 0 = no limit',
                 integer_range=[IntegerRange(from_value=0, to_value=1_000_000, step=1)])
+        declare('max_attempts', 1, 'Grasp attempts per episode; 0 = until episode_timeout_s',
+                integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)])
+        declare('episode_timeout_s', 0.0, 'End the episode, failed, after this long (sim s); '
+                '0 = never', floating_point_range=float_range(0, 3600))
+        declare('clean_after_assist', True, 'The attempt after an operator takeover injects '
+                'no failure (the operator set the arm up)')
+        for name in FAILURE_RATES.values():
+            declare(name, 0.0, f'Per-attempt probability of the {name[:-5]} failure (rates '
+                    'add up to at most 1)', floating_point_range=float_range(0, 1))
+        declare('miss_offset_m', 0.035, 'miss: grasp point this far across the jaws (m)',
+                floating_point_range=float_range(0, 0.2))
+        declare('knock_offset_m', 0.036, 'knock: grasp point this far along the jaws (m)',
+                floating_point_range=float_range(0, 0.2))
+        declare('narrow_open_rad', 0.4, 'narrow_open: jaw opening of the attempt (rad)',
+                floating_point_range=float_range(-0.2, 1.8))
+        declare('slip_open_rad', 0.45, 'slip, transport_drop: the grip relaxes to this (rad)',
+                floating_point_range=float_range(-0.2, 1.8))
+        declare('release_outside_m', 0.1, 'release_outside: release this far short of the '
+                'bowl (m)', floating_point_range=float_range(0, 0.5))
         declare('model_path', '', 'Arm MJCF used for IK; empty = the packaged mjcf/so101.xml')
 
     # -- callbacks ---------------------------------------------------------------
@@ -98,6 +121,14 @@ class SimExpertNode(GuardedNode):
             self.expert.observe(SimTruth.from_json(msg.data))
         except PayloadError as err:
             self.get_logger().error(f'sim/truth: {err}', throttle_duration_sec=5.0)
+
+    def _on_override(self, msg: Bool):
+        now = self.get_clock().now().nanoseconds * 1e-9
+        was = self.expert.paused
+        self.expert.set_override(bool(msg.data), now)
+        if self.expert.paused != was:
+            self.get_logger().info('operator took over: holding off' if self.expert.paused
+                                   else 'operator handed back: re-planning')
 
     def _on_joint_state(self, msg: JointState):
         try:  # a NaN present would be the first point of every chunk
@@ -126,9 +157,12 @@ class SimExpertNode(GuardedNode):
         if self.expert.finished and self.expert.episode != self._judged_episode:
             self._judged_episode = self.expert.episode
             self.outcomes[self.expert.outcome.value] += 1
+            attempts = [a for a in self.expert.attempts if a.episode == self.expert.episode]
             self.get_logger().info(
-                f'episode {self.expert.episode}: {self.expert.outcome.value} '
-                f'({self.episodes_done} done: {dict(self.outcomes)})')
+                f'episode {self.expert.episode}: {self.expert.outcome.value}'
+                f'{" (placed by the operator)" if self.expert.rescued else ""} after '
+                f'{len(attempts)} attempts ({", ".join(a.outcome.value for a in attempts)}); '
+                f'{self.episodes_done} done: {dict(self.outcomes)}')
             if self.auto_reset:  # also after the last one: the sim's END mark closes it
                 self._request_reset()
             if self.max_episodes and self.episodes_done >= self.max_episodes:

@@ -198,7 +198,11 @@ class SimNode(GuardedNode):
                 floating_point_range=float_range(0.1, 10))
         declare('episode_mark_wait_s', 5.0, 'Wait this long (wall time) at start for an '
                 'eval/episode subscriber before the first START mark and the first step',
-                read_only=True, floating_point_range=float_range(0.0, 60.0))
+                read_only=True, floating_point_range=float_range(0.0, 600.0))
+        declare('episode_mark_subscribers', 0, 'Before the first START, wait (at most '
+                'episode_mark_wait_s) for this many eval/episode subscribers; 0 = until their '
+                'number has not changed for a second', read_only=True,
+                integer_range=[IntegerRange(from_value=0, to_value=100, step=1)])
         declare('publish_episode_marks', True, 'Publish eval/episode END (success = cube in '
                 'bowl) and START marks on every reset', read_only=False)
         declare('mesh_uri', 'package', "Mesh URIs in robot_description: 'package' or 'file'")
@@ -245,7 +249,7 @@ class SimNode(GuardedNode):
         next_diag = time.monotonic() + diag_period
         window = (time.monotonic(), self.cell.time, self.cell.counters.ticks)
         wall0 = sim0 = 0.0
-        self._first_episode_mark(p('episode_mark_wait_s'))
+        self._first_episode_mark(p('episode_mark_wait_s'), p('episode_mark_subscribers'))
         while self._running:
             if self._repace:  # (re)anchor the pacing: start, rate change, overrun
                 wall0, sim0, self._repace = time.monotonic(), self.cell.time, False
@@ -338,16 +342,20 @@ class SimNode(GuardedNode):
         self.get_logger().info(response.message)
         return response
 
-    def _first_episode_mark(self, wait_s: float):
+    def _first_episode_mark(self, wait_s: float, expected: int = 0):
         """Publish the first START once the listeners on eval/episode are matched (a monitor
-        or recorder started just before may not be yet): wait for a first subscriber, then
-        until their number has not changed for a second, at most ``wait_s`` of wall time.
-        Sim time does not advance meanwhile, so nothing is missed."""
+        or recorder started just before may not be yet): wait for ``expected`` subscribers
+        or, without a number, for a first one and then until their number has not changed
+        for a second; at most ``wait_s`` of wall time. Sim time does not advance meanwhile,
+        so nothing is missed."""
         deadline = time.monotonic() + wait_s
         count, since = 0, time.monotonic()
         while self._running and self._episode_marks and time.monotonic() < deadline:
             now_count = self.pub_episode.get_subscription_count()
-            if now_count != count:
+            if expected:
+                if now_count >= expected:
+                    break
+            elif now_count != count:
                 count, since = now_count, time.monotonic()
             elif count and time.monotonic() - since > 1.0:
                 break
