@@ -37,6 +37,7 @@ from collections import Counter
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from so101_driver.guard import GuardedNode
 from so101_driver.ros_io import float_range, run_node
@@ -190,9 +191,14 @@ class RecorderNode(GuardedNode):
                 + ('all topics' if self._all_topics else ', '.join(sorted(self._wanted)))
             )
             self._discover()
-            self._discovery_timer = self.create_timer(discovery_period, self._discover)
+            # Wall (steady) clock: with use_sim_time a sim that waits for its listeners before
+            # the first /clock would otherwise wait for a discovery that never comes.
+            steady = Clock(clock_type=ClockType.STEADY_TIME)
+            self._discovery_timer = self.create_timer(discovery_period, self._discover,
+                                                      clock=steady)
             self._stats_timer = (
-                self.create_timer(stats_period, self._log_stats) if stats_period > 0 else None
+                self.create_timer(stats_period, self._log_stats, clock=steady)
+                if stats_period > 0 else None
             )
         except BaseException:
             # Interrupted or failed while starting: leave a closed bag, not an open one.
