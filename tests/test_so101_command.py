@@ -138,8 +138,12 @@ def test_so101_up_emulated_hardware_brings_the_arm_up_on_the_emulator(ros_contex
 
 @pytest.mark.slow
 def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
+    """``so101 demo --fast``: several attempts per episode, the operator takes over inside
+    an episode (counted there), report and bag agree."""
     run = tmp_path / 'demo'
-    proc = so101('demo', '--episodes', '2', '--run-dir', str(run), cwd=tmp_path)
+    proc = so101('demo', '--fast', '--episodes', '2', '--rescue-after', '2', '--failure-scale',
+                 '1.25', '--seed', '3',
+                 '--run-dir', str(run), cwd=tmp_path)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, f'so101 demo failed:\n{out[-4000:]}'
     report = (run / 'report' / 'report.md').read_text()
@@ -149,6 +153,11 @@ def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
         assert heading in out, f'{heading!r} not printed at the end of the demo'
     summary = json.loads((run / 'report' / 'summary.json').read_text())
     assert summary['episodes'] == 2, summary['episodes']
+    assert summary['grasp_attempts'] >= 4, summary['per_episode']
+    assert summary['interventions'] >= 1, summary['per_episode']
+    assert sum(row['interventions'] for row in summary['per_episode']) == \
+        summary['interventions'], 'an intervention was counted outside its episode'
+    assert 'cameras off' in out and 'the simulated operator takes over' in out
     assert (run / 'bag' / 'metadata.yaml').is_file()
     assert (run / 'report' / 'report.html').is_file()
 

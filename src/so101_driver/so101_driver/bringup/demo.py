@@ -2,11 +2,15 @@
 recorder — for N episodes, then the evaluation table.
 
 The nodes are the ones ``so101 up hardware:=sim policy:=expert record:=true`` starts, as
-separate processes talking over DDS, from the same YAML. A simulated operator stands where a
-person would: after a failed grasp or a drop, or when an episode makes no progress for
-``--stall-s`` (sim time), it takes over
-through ``teleop/override`` + ``teleop/joint_trajectory``, brings the arm back to its rest
-pose and hands back, which the monitor counts as an intervention. At the end the monitor
+separate processes talking over DDS, from the same YAML. The expert makes mistakes at the
+rates of ``FAILURES`` and retries within each episode (up to ``--max-attempts``, within
+``--episode-timeout-s``), as a policy does. A simulated operator (``sim.operator``) stands
+where a person would: after ``--rescue-after`` failed attempts in an episode, or
+``--stall-s`` without a grasp success, it takes over inside the episode through
+``teleop/override`` + ``teleop/joint_trajectory``, sets the arm up above the cube (or, with
+``--operator-mode place``, does the pick-and-place) and hands back; the episode goes on and
+the monitor counts the intervention in it. ``--fast`` runs the same graph with the cameras
+off (the expert needs none) and the sim ahead of the wall clock. At the end the monitor
 writes the run directory (report.md/html, plots, events, summary), the recorder closes the
 bag, and the report's tables are printed. Node logs go to ``<run>/logs/``.
 """
@@ -31,21 +35,40 @@ from so101_driver.joints import JOINT_NAMES
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='so101 demo', description=__doc__.splitlines()[0])
-    parser.add_argument('--episodes', type=int, default=6, help='episodes to run (default 6)')
-    parser.add_argument('--grasp-noise-m', type=float, default=0.012,
-                        help='std of the expert\'s grasp-point error: more noise, more misses '
-                        'and drops (default 0.012)')
+    parser.add_argument('--episodes', type=int, default=9, help='episodes to run (default 9, '
+                        'as the reference evaluation)')
+    parser.add_argument('--grasp-noise-m', type=float, default=0.008,
+                        help='std of the expert\'s grasp-point error (default 0.008)')
+    parser.add_argument('--failure-scale', type=float, default=1.0,
+                        help='multiply the expert\'s failure rates (0: no injected failures; '
+                        'default 1)')
+    parser.add_argument('--max-attempts', type=int, default=6,
+                        help='grasp attempts per episode (default 6)')
+    parser.add_argument('--episode-timeout-s', type=float, default=75.0,
+                        help='sim seconds after which an episode ends failed (default 75)')
     parser.add_argument('--seed', type=int, default=1, help='seed of cube placement and '
                         'expert noise (default 1)')
     parser.add_argument('--run-dir', type=Path, default=None,
                         help='where the report, bag and logs go (default runs/demo_<time>)')
-    parser.add_argument('--stall-s', type=float, default=12.0,
-                        help='sim seconds without the cube in the bowl after which the '
-                        'simulated operator takes over (0: never; default 12)')
+    parser.add_argument('--rescue-after', type=int, default=4,
+                        help='failed attempts in an episode after which the simulated operator '
+                        'takes over (0: never; default 4)')
+    parser.add_argument('--stall-s', type=float, default=45.0,
+                        help='sim seconds without a grasp success after which the operator '
+                        'takes over (0: never; default 45)')
+    parser.add_argument('--operator-mode', choices=('assist', 'place'), default='assist',
+                        help='assist: set the arm up above the cube and hand back (default); '
+                        'place: do the pick-and-place, then hand back')
+    parser.add_argument('--fast', action='store_true',
+                        help='cameras off and the sim at --speed 4 unless given: the same nodes '
+                        'and topics, faster than real time')
+    parser.add_argument('--speed', type=float, default=None,
+                        help='sim seconds per wall second (default 1.5; 4 with --fast)')
     parser.add_argument('--camera-rate-hz', type=float, default=2.0,
-                        help='sim camera rate; CPU rendering is slow (default 2)')
-    parser.add_argument('--timeout-s', type=float, default=540.0,
-                        help='wall-clock limit of the whole run (default 540)')
+                        help='sim camera rate; CPU rendering is slow (default 2; 0 with --fast)')
+    parser.add_argument('--timeout-s', type=float, default=None,
+                        help='wall-clock limit of the whole run (default 120 s + 90 s of sim '
+                        'per episode at --speed)')
     parser.add_argument('--view', nargs='?', const='auto', default=None,
                         choices=('auto', 'spawn', 'web', 'file'),
                         help='watch it in rerun (so101_view): auto (a viewer window, or the web '
@@ -77,15 +100,24 @@ def print_view_line(log: Path, timeout_s: float = 10.0) -> None:
     print(f'[demo] so101_view said nothing about its viewer yet; see {log}', flush=True)
 
 
+#: The expert's failure profile in the demo: per-attempt rates that give an evaluation the
+#: shape of a real one (several attempts per episode, most episodes end in the bowl).
+FAILURES = {'miss_rate': 0.35, 'knock_rate': 0.15, 'narrow_open_rate': 0.1, 'slip_rate': 0.08,
+            'transport_drop_rate': 0.07, 'release_outside_rate': 0.05}
+
+
+#: --fast: half the message rates of the sim (the detector needs 50 Hz joint states), so the
+#: subscribers keep up with a sim several times faster than the wall clock on 2 cores.
+FAST_SIM = {'control_rate_hz': 50.0, 'clock_rate_hz': 50.0, 'truth_rate_hz': 25.0}
+
+
 class Operator:
-    """The simulated operator and the progress printer, on one rclpy node (sim time).
+    """The simulated operator (``sim.operator.SimOperator``) and the progress printer, on one
+    rclpy node (sim time). It learns of failed grasps, drops and successes from the monitor's
+    ``eval/events``, of episodes from ``eval/episode``, of the cube from ``sim/truth``, and
+    takes over through ``teleop/override`` + ``teleop/joint_trajectory``."""
 
-    It takes over once per episode when the monitor reports a failed grasp or a drop, or
-    when the episode makes no progress for ``stall_s``: override on, the arm back to its
-    rest pose over 2 s, override off after 3 s.
-    """
-
-    def __init__(self, stall_s: float, rest: np.ndarray):
+    def __init__(self, config):
         import rclpy
         from rclpy.parameter import Parameter
         from sensor_msgs.msg import JointState
@@ -94,20 +126,15 @@ class Operator:
         from trajectory_msgs.msg import JointTrajectory
 
         from so101_driver import qos
+        from so101_driver.sim.operator import SimOperator
 
         self.node = rclpy.create_node('so101_demo_operator', parameter_overrides=[
             Parameter('use_sim_time', value=True)])
-        self.stall_s = stall_s
-        self.rest = rest
+        self.sim_operator = SimOperator(config)
         self.lock = threading.Lock()
         self.ended: list[EpisodeMark] = []
-        self.episode_start: float | None = None
-        self.intervened_in_episode = False
-        self.in_bowl = False
-        self.failure_seen = False
+        self.truth: SimTruth | None = None
         self.present: np.ndarray | None = None
-        self.takeover_until: float | None = None
-        self.interventions = 0
         self.pub_override = self.node.create_publisher(Bool, 'teleop/override', qos.LATCHED)
         self.pub_teleop = self.node.create_publisher(JointTrajectory, 'teleop/joint_trajectory',
                                                      qos.COMMAND)
@@ -121,6 +148,10 @@ class Operator:
         self._bool, self._trigger = Bool, Trigger
         self.pub_override.publish(Bool(data=False))
 
+    @property
+    def interventions(self) -> int:
+        return self.sim_operator.total
+
     def now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
 
@@ -131,8 +162,7 @@ class Operator:
             return
         with self.lock:
             if mark.event is EpisodeEvent.START:
-                self.episode_start, self.intervened_in_episode = mark.stamp, False
-                self.in_bowl = self.failure_seen = False
+                self.sim_operator.episode_started(mark.stamp, mark.episode)
             else:
                 self.ended.append(mark)
                 outcome = 'success' if mark.success else 'failure'
@@ -144,13 +174,19 @@ class Operator:
             event = json.loads(msg.data)
         except json.JSONDecodeError:
             return
+        if not isinstance(event, dict):
+            return
         kind = event.get('kind', '?')
-        if kind in ('grasp_failed', 'drop'):
-            with self.lock:
-                self.failure_seen = True
+        stamp = event.get('stamp', 0)
+        stamp = stamp if isinstance(stamp, (int, float)) else 0
+        with self.lock:
+            if kind in ('grasp_failed', 'drop'):
+                self.sim_operator.failure(stamp)
+            elif kind == 'grasp_success':
+                self.sim_operator.progress(stamp)
         if kind in ('grasp_attempt', 'grasp_success', 'grasp_failed', 'drop', 'place',
                     'intervention_start', 'intervention_end'):
-            print(f'[demo]   t={event.get("stamp", 0):7.2f}  {kind}', flush=True)
+            print(f'[demo]   t={stamp:7.2f}  {kind}', flush=True)
 
     def _on_truth(self, msg):
         try:
@@ -158,7 +194,7 @@ class Operator:
         except PayloadError:
             return
         with self.lock:
-            self.in_bowl = truth.in_bowl
+            self.truth = truth
 
     def _on_state(self, msg):
         if list(msg.name) == list(JOINT_NAMES):
@@ -169,26 +205,18 @@ class Operator:
 
         now = self.now()
         with self.lock:
-            if self.takeover_until is not None:
-                if now >= self.takeover_until:
-                    self.takeover_until = None
-                    self.pub_override.publish(self._bool(data=False))
-                    print('[demo]   operator hands back', flush=True)
-                return
-            stalled = (self.stall_s > 0 and self.episode_start is not None
-                       and not self.in_bowl and now - self.episode_start > self.stall_s)
-            if (not (stalled or self.failure_seen) or self.intervened_in_episode
-                    or self.present is None):
-                return
-            reason = 'a failed grasp' if self.failure_seen else 'no progress'
-            self.intervened_in_episode = True
-            self.interventions += 1
-            self.takeover_until = now + 3.0
-        print(f'[demo]   {reason}: the simulated operator takes over', flush=True)
-        self.pub_override.publish(self._bool(data=True))
-        steps = np.linspace(0.0, 1.0, 21)[1:]
-        positions = self.present + steps[:, None] * (self.rest - self.present)
-        self.pub_teleop.publish(trajectory_msg(positions, steps * 2.0, None))
+            edge, traj = self.sim_operator.step(now, self.truth, self.present)
+            reason = self.sim_operator.reason
+        if edge is True:
+            print(f'[demo]   {reason}: the simulated operator takes over '
+                  f'({self.sim_operator.config.mode})', flush=True)
+            self.pub_override.publish(self._bool(data=True))
+        if traj is not None:
+            self.pub_teleop.publish(trajectory_msg(traj.positions, traj.time_from_start,
+                                                   traj.start))
+        if edge is False:
+            self.pub_override.publish(self._bool(data=False))
+            print('[demo]   operator hands back', flush=True)
 
     def save_report(self, timeout: float = 30.0) -> str:
         if not self.save_client.wait_for_service(timeout_sec=timeout):
@@ -204,17 +232,40 @@ def cmd_demo(argv) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from so101_driver.sim.operator import OperatorConfig
+
     opts = build_parser().parse_args(argv)
     if opts.episodes < 1:
         raise bringup.BringupError('--episodes must be at least 1')
+    speed = opts.speed if opts.speed is not None else (4.0 if opts.fast else 1.5)
+    if speed <= 0:
+        raise bringup.BringupError('--speed must be > 0 (the demo paces the sim)')
+    if not 0 <= opts.failure_scale * sum(FAILURES.values()) <= 1:
+        raise bringup.BringupError(f'--failure-scale {opts.failure_scale}: the failure rates '
+                                   'must add up to between 0 and 1')
+    timeout_s = opts.timeout_s or 120.0 + 90.0 * opts.episodes / speed
+    camera_rate = 0.0 if opts.fast else opts.camera_rate_hz
+    try:
+        operator_config = OperatorConfig(rescue_after_failures=opts.rescue_after,
+                                         stall_s=opts.stall_s, mode=opts.operator_mode)
+    except ValueError as err:
+        raise bringup.BringupError(str(err)) from None
     run_dir = (opts.run_dir or Path('runs') / time.strftime('demo_%Y%m%d_%H%M%S')).resolve()
     (run_dir / 'logs').mkdir(parents=True, exist_ok=True)
     args = bringup.parse_args({'hardware': 'sim', 'policy': 'expert', 'record': 'true',
                                'monitor': 'true', 'view': 'true' if opts.view else 'false'})
     extra = {
-        'so101_sim': {'seed': opts.seed, 'camera_rate_hz': opts.camera_rate_hz},
+        # the first START waits for every listener: monitor, recorder, operator (+ view)
+        'so101_sim': {'seed': opts.seed, 'camera_rate_hz': camera_rate,
+                      'real_time_factor': speed, 'episode_mark_wait_s': 60.0,
+                      'episode_mark_subscribers': 4 if opts.view else 3,
+                      **(FAST_SIM if opts.fast else {})},
         'so101_sim_expert': {'seed': opts.seed, 'max_episodes': opts.episodes,
-                             'auto_reset': True, 'grasp_xy_noise_m': opts.grasp_noise_m},
+                             'auto_reset': True, 'grasp_xy_noise_m': opts.grasp_noise_m,
+                             'max_attempts': opts.max_attempts,
+                             'episode_timeout_s': opts.episode_timeout_s,
+                             'chunk_horizon_s': 2.0,  # slack for a sim ahead of the wall
+                             **{k: v * opts.failure_scale for k, v in FAILURES.items()}},
         'eval_monitor': {'run_dir': str(run_dir / 'report'), 'title': 'so101 demo: '
                          f'scripted expert, {opts.episodes} simulated episodes'},
         'so101_recorder': {'output': str(run_dir / 'bag')},
@@ -224,7 +275,7 @@ def cmd_demo(argv) -> int:
     group = ProcessGroup()
     confine_discovery(args.hardware)  # before this process joins the domain
     rclpy.init(args=[])
-    operator = Operator(opts.stall_s, rest=np.zeros(len(JOINT_NAMES)))
+    operator = Operator(operator_config)
     executor = SingleThreadedExecutor()
     executor.add_node(operator.node)
     spinning = threading.Thread(target=executor.spin, daemon=True)
@@ -242,7 +293,8 @@ def cmd_demo(argv) -> int:
             specs = start_nodes(args, group, Path(tmp), extra_overrides=extra,
                                 popen_for=popen_for)
             print(f'[demo] started {", ".join(s.name for s in specs)}; '
-                  f'{opts.episodes} episodes', flush=True)
+                  f'{opts.episodes} episodes at {speed:g}x real time'
+                  f'{", cameras off" if not camera_rate else ""}', flush=True)
             if opts.view:
                 print_view_line(run_dir / 'logs' / 'so101_view.log')
             while len(operator.ended) < opts.episodes:
@@ -251,8 +303,8 @@ def cmd_demo(argv) -> int:
                     print(f'[demo] {name} exited with code {code}; see its log',
                           file=sys.stderr)
                     break
-                if time.monotonic() - t0 > opts.timeout_s:
-                    print(f'[demo] timed out after {opts.timeout_s:.0f} s with '
+                if time.monotonic() - t0 > timeout_s:
+                    print(f'[demo] timed out after {timeout_s:.0f} s with '
                           f'{len(operator.ended)} episodes', file=sys.stderr)
                     break
                 time.sleep(0.2)
@@ -270,7 +322,12 @@ def cmd_demo(argv) -> int:
     report = run_dir / 'report' / 'report.md'
     if report.is_file():
         print('\n' + report.read_text().split('\n## Events')[0])
-    print(f'[demo] {len(operator.ended)} episodes in {time.monotonic() - t0:.0f} s; report '
+    wall = time.monotonic() - t0
+    sim_s = operator.ended[-1].stamp if operator.ended else 0.0
+    print(f'[demo] {len(operator.ended)} episodes, {operator.interventions} operator '
+          f'takeovers, {sim_s:.0f} s of sim time in {wall:.0f} s ({sim_s / max(wall, 1e-9):.1f}x '
+          'real time)')
+    print(f'[demo] {len(operator.ended)} episodes in {wall:.0f} s; report '
           f'{run_dir / "report" / "report.html"}; bag {run_dir / "bag"}; re-evaluate with: '
           f'so101 eval {run_dir / "bag"} -o {run_dir / "report_offline"}')
     if opts.view == 'file':

@@ -53,6 +53,7 @@ class SimExpertNode(GuardedNode):
         self._present: np.ndarray | None = None
         self._judged_episode: int | None = None  # episode whose outcome was handled
         self._reset_pending = False
+        self._fresh_after = -1.0  # sim time: joint states older than a reset are stale
         self.pub = self.create_publisher(JointTrajectory, 'joint_trajectory', qos.COMMAND)
         self.create_subscription(String, 'sim/truth', self._on_truth, qos.STREAM_SUB)
         self.create_subscription(JointState, 'joint_states', self._on_joint_state,
@@ -109,7 +110,7 @@ class SimExpertNode(GuardedNode):
                 floating_point_range=float_range(0, 0.2))
         declare('narrow_open_rad', 0.4, 'narrow_open: jaw opening of the attempt (rad)',
                 floating_point_range=float_range(-0.2, 1.8))
-        declare('slip_open_rad', 0.45, 'slip, transport_drop: the grip relaxes to this (rad)',
+        declare('slip_open_rad', 0.36, 'slip, transport_drop: the grip relaxes to this (rad)',
                 floating_point_range=float_range(-0.2, 1.8))
         declare('release_outside_m', 0.1, 'release_outside: release this far short of the '
                 'bowl (m)', floating_point_range=float_range(0, 0.5))
@@ -131,6 +132,9 @@ class SimExpertNode(GuardedNode):
                                    else 'operator handed back: re-planning')
 
     def _on_joint_state(self, msg: JointState):
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if stamp < self._fresh_after:
+            return  # measured before the reset moved the arm home
         try:  # a NaN present would be the first point of every chunk
             self._present = measured_positions(msg.name, msg.position)
         except ValueError as err:
@@ -147,6 +151,9 @@ class SimExpertNode(GuardedNode):
         if self._present is None or now <= 0:
             return
         traj = self.expert.act(now, self._present)
+        later = self.get_clock().now().nanoseconds * 1e-9
+        if traj is not None and later - now > self.expert.config.chunk_dt_s:
+            traj = self.expert.act(later, self._present)  # planning took a while: start now
         if traj is not None and not np.all(np.isfinite(traj.positions)):
             self.get_logger().error('the plan is not finite (IK towards an absurd sim/truth '
                                     'cube position?): chunk not sent', throttle_duration_sec=5.0)
@@ -178,6 +185,8 @@ class SimExpertNode(GuardedNode):
 
     def _on_reset_done(self, future):
         self._reset_pending = False
+        self._present = None  # the reset moved the arm: wait for a joint state from after it
+        self._fresh_after = self.get_clock().now().nanoseconds * 1e-9
         try:
             self.get_logger().info(f'sim/reset: {future.result().message}')
         except Exception as err:  # noqa: BLE001 - report a failed call, keep running
