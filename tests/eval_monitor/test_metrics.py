@@ -457,6 +457,19 @@ def test_sim_truth_decides_place_or_drop_and_gives_agreement():
     agreement = summary.truth_agreement
     assert agreement['precision']['k'] == 2 and agreement['precision']['n'] == 2, agreement
     assert agreement['recall']['k'] == 2 and agreement['recall']['n'] == 2, agreement
+    # grasp 2's cube was let go and never reached the bowl: a truth drop, found
+    assert (agreement['drop_precision']['k'], agreement['drop_precision']['n']) == (1, 1)
+    assert (agreement['drop_recall']['k'], agreement['drop_recall']['n']) == (1, 1)
+    assert all(not v for v in agreement['mismatches'].values()), agreement['mismatches']
+
+
+def test_grasp_attempt_records_the_opening_before_the_close():
+    # from OPEN part-way down to 0.6 (still above the close threshold): the opening is OPEN
+    s = Stream().stay(0.2).start().move(0.6).stay(0.3).miss()
+    s.move(0.3).stay(0.5)  # the miss re-opened to OPEN; a half-closed home pose (no attempt)
+    s.move(0.7).stay(0.3).grasp().place().end(True)  # ... ends that opening; now only 0.7
+    attempts = [e for e in s.events if e.kind is EventKind.GRASP_ATTEMPT]
+    assert [a.data['open_rad'] for a in attempts] == pytest.approx([OPEN, 0.7]), attempts
 
 
 def test_bowl_region_decides_place_or_drop_from_the_cube_position():

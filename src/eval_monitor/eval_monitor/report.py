@@ -1,5 +1,8 @@
 """Run reports: events.jsonl, summary.json, report.md, report.html and PNG plots.
 
+The sim truth agreement and failure analysis sections and the per-episode attempt timeline
+(``attempts.png``) come from :mod:`eval_monitor.report_analysis`.
+
 From a bag (``so101 eval``) the report also has a Latency section (``eval_monitor.latency``:
 percentiles per stage, camera to command to servo to motion), ``latency.png``, the per-chunk
 stamps in ``latency.csv`` and a ``latency`` entry in summary.json.
@@ -25,7 +28,8 @@ from matplotlib.figure import Figure
 
 from eval_monitor.metrics import (METRIC_LABELS, EvalEvent, EventKind, Metric, MetricEngine,
                                   Summary)
-from eval_monitor.stats import Rate
+from eval_monitor.report_analysis import (TIMELINE_CAPTION, TIMELINE_PNG, analysis_section,
+                                          plot_timeline, truth_section)
 
 if TYPE_CHECKING:
     from eval_monitor.latency import LatencyReport
@@ -223,18 +227,13 @@ def build_sections(summary: Summary, images: Sequence[tuple[str, str]] = ()) -> 
         rows = episode_rows(summary)
         if rows:
             sections.append(Section('Per episode', tables=[Table(EPISODE_HEADER, rows)]))
-    if summary.truth_agreement:
-        ta = summary.truth_agreement
-        rows = []
-        for key in ('precision', 'recall'):
-            r = Rate.from_dict(ta[key]) if ta.get(key) else None
-            rows.append([f'Grasp success {key}', r.format_value() if r else _NONE,
-                         r.format_ci() if r else ''])
-        rows.append(['Drops (detected / truth)',
-                     f'{ta.get("detected_drops")} / {ta.get("truth_drops")}', ''])
-        sections.append(Section('Detector vs simulation truth',
-                                paragraphs=[str(ta.get('note', ''))],
-                                tables=[Table(['Measure', 'Value', '95% CI'], rows)]))
+    timeline = [im for im in images if im[0] == TIMELINE_PNG]
+    for spec in (truth_section(summary), analysis_section(summary, timeline)):
+        if spec is not None:
+            title, paragraphs, tables, section_images = spec
+            sections.append(Section(title, paragraphs, [Table(h, r) for h, r in tables],
+                                    section_images))
+    images = [im for im in images if im[0] != TIMELINE_PNG]
     issues = [[metric_label(k), f'n/a ({v})'] for k, v in summary.unavailable.items()]
     paragraphs = []
     if summary.missing_topics:
@@ -458,6 +457,9 @@ def write_run_dir(run_dir: Path, engine: MetricEngine, summary: Summary, title: 
     plot_episodes(run_dir / EPISODES_PNG, summary)
     images = [(GRIPPER_PNG, 'Gripper angle with grasp, drop and place marks; interventions '
                'shaded'), (EPISODES_PNG, 'Per-episode outcomes')]
+    if summary.failure_analysis:
+        plot_timeline(run_dir / TIMELINE_PNG, summary)
+        images.append((TIMELINE_PNG, TIMELINE_CAPTION))
     sections = build_sections(summary, images)
     if latency is not None:
         from eval_monitor.latency import write_csv

@@ -31,6 +31,13 @@ Gripper (from ``joint_states``, joint ``gripper``, radians, larger = more open)
     alone decides (``detector.effort_used`` in the summary says which applied), and any
     rest short of empty-closed is an attempt.
 
+    *Opening*: each attempt's event carries ``open_rad``, the peak of the last opening
+    before its close: the largest angle since the gripper last rose to ``open_rad`` after
+    being below ``open_rad - open_hysteresis_rad``, so an opening too small for the cube
+    shows. (Not the largest angle since the previous attempt ended: that would report the
+    wide opening of the previous release for a narrow approach after a half-closed home
+    pose.)
+
     *Drop*: while holding, the gripper reaches the empty-closed angle (+ margin).
 
     *Place / release*: while holding, the gripper opens by ``release_delta_rad`` above the
@@ -92,6 +99,76 @@ Timing
     depends only on stamps, except that an episode boundary acts on the detector state
     when its mark is fed.
 
+Sim truth agreement (``truth_agreement``; with ``sim/truth`` in the stream, whole stream)
+    One truth definition for both sides. A *truth held grasp* is a truth ``held`` span (both
+    jaw pads on the cube, off the table: from the first message with ``held`` to the first
+    without) lasting at least ``settle_s + hold_s`` (0.7 s), the detector's time from the
+    jaws coming to rest to a success. Truth's span starts at lift-off, which is about when
+    the jaws come to rest (in the sim cell within 0.35 s of the attempt stamp, before or
+    after), not at the attempt; the longer threshold keeps out of recall a grasp that the
+    detector's definition calls failed (lost within ``hold_s`` of the attempt). How a held
+    span ends: a ``dropped`` report within ``drop_window_s`` (0.2 s) of its end (nearest end,
+    one report per span) makes it a *truth drop*; else, still held at the stream end: held
+    at the end; the cube entering the bowl within ``place_window_s`` after it: a *truth
+    place*; an episode end inside it or up to ``drop_window_s`` after it (the sim's reset
+    lets go of the cube): held at the end; otherwise a truth drop too (let go over the
+    bowl's rim without landing in it, as the detector's place-or-drop rule says).
+    A detected grasp success is a true positive when its hold (attempt stamp to hold end)
+    overlaps a truth held span; *recall* is the share of truth held grasps overlapped by a
+    detected hold. The two sides differ on purpose in one place: precision accepts a truth
+    span of any length (the cube really was held in both jaws), recall counts only truth
+    held grasps (a grasp lost sooner is, by the definitions above, a failed grasp, not a
+    missed success). Drops the same way: detected and truth drops are paired one to one (in
+    time order, each with the earliest unpaired one in reach: the most pairs) within
+    ``match_window_s`` (default 1.5 s, a ``build_summary`` keyword; the detector's drop is
+    stamped where the jaws closed to empty or opened, truth's where the pads let go: in the
+    sim cell a slipping cube leaves the pads up to ~0.95 s before the jaws reach
+    empty-closed, and attempts are several seconds apart). *Drop precision* = paired detected
+    drops / detected drops (against every truth drop, and ``dropped`` reports of no span);
+    *drop recall* = paired truth drops of truth held grasps / truth drops of truth held
+    grasps; drops of shorter spans are left out of drop recall (``truth_drops_excluded``):
+    the detector calls such a grasp failed, not dropped. Each rate is ``{k, n, rate, ci95}``
+    with a Wilson interval; ``mismatches`` lists the stamps (at most 50 each) of
+    false-positive / false-negative grasps (grasp_success event / truth span start) and
+    drops (drop event / truth drop).
+
+Failure analysis (``failure_analysis``; counted attempts and completed episodes)
+    Every counted attempt gets an *outcome* from the monitor's own signals: ``placed``
+    (success, then a place), ``missed`` (a failed grasp, any reason but an episode or
+    stream boundary), ``slipped`` (success, then a drop within ``slip_window_s``, default
+    1.5 s, of the success decision, whether the jaws closed to empty or opened),
+    ``dropped_in_transport`` (a later drop where the jaws closed to empty-closed: at once,
+    or after the grip relaxed, opening a little and closing again before reaching
+    ``open_rad``; ``Hold.reclosed``), ``released_outside_bowl`` (a later drop where the jaws
+    opened to ``open_rad`` and the cube did not land in the bowl), ``held_at_end`` (still
+    held, or within ``hold_s``, when the episode or stream ended). Its *class* is the
+    outcome, or ``by_operator`` when the attempt was made during an intervention. A
+    completed episode is ``success``, ``rescued_by_operator`` (a success with an
+    intervention running or started before its last place, or before its end without a
+    place), or failed with a *cause*: the outcome of its last attempt when that is a failure
+    (missed, slipped, dropped_in_transport, released_outside_bowl), else ``timed_out`` (no
+    attempt, or the last one placed or held at the end: no failed attempt ended the episode;
+    ``last_failed_attempt`` names the last failed one anyway). Openings (``open_rad``) are
+    listed per attempt, with their medians for successful (placed) and failed attempts and
+    per outcome.
+    *Truth validation* (when sim truth was seen): each attempt owns the time from its rest
+    start minus ``settle_s`` to the next attempt's (at most to its episode's end); its truth
+    class comes from the first truth held span of at least ``settle_s`` (the cube lifted in
+    both jaws, longer than contact chatter) starting there, by the same rules: none ->
+    ``missed``; a truth drop within ``settle_s + hold_s + slip_window_s`` of lift-off ->
+    ``slipped`` (the detector decides a success at most ``settle_s + hold_s`` after
+    lift-off, and its slip window starts there); a later drop, or an end not in the bowl
+    within ``place_window_s`` -> ``lost_outside_bowl``; still held at the stream end or up
+    to ``drop_window_s`` before the episode end (the sim's reset lets go of the cube without
+    a drop) -> ``held_at_end``; else ``placed``. They differ where the definitions must:
+    truth cannot tell a release from a cube sliding out (``dropped`` means "let go outside
+    the bowl" either way), so ``dropped_in_transport`` and ``released_outside_bowl`` both
+    agree with ``lost_outside_bowl``; a cube lost before the detector's ``hold_s`` is a
+    failed grasp (``missed``) to the detector but ``slipped`` to truth, and counts as a
+    disagreement. The agreement is the share of attempts whose outcome agrees (Wilson
+    interval); ``confusion`` counts outcome x truth class and ``disagreements`` lists the
+    attempt stamps (at most 50).
+
 The package is layered; each module imports only the ones above it:
 
 - :mod:`eval_monitor.metrics.definitions`: event kinds, metric names, :class:`EvalEvent`,
@@ -100,8 +177,11 @@ The package is layered; each module imports only the ones above it:
   each event's anchor, interventions and trajectory stamps;
 - :mod:`eval_monitor.metrics.detector`: the grasp/drop detector (gripper state machine,
   holds, learning the empty-closed angle, place or drop);
-- :mod:`eval_monitor.metrics.summary`: counts, rates, availability and the agreement with
-  sim truth;
+- :mod:`eval_monitor.metrics.truth`: sim truth (held spans, drops, bowl entries), the
+  agreement of detected grasps and drops with it, the truth class of an attempt;
+- :mod:`eval_monitor.metrics.analysis`: the failure analysis (attempt and episode classes,
+  openings, truth validation);
+- :mod:`eval_monitor.metrics.summary`: counts, rates, availability; calls the two above;
 - :mod:`eval_monitor.metrics.engine`: :class:`MetricEngine`, which owns one of each and
   feeds them in the order the definitions above need.
 """

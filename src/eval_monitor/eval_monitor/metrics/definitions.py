@@ -240,7 +240,8 @@ class Summary:
     unavailable: dict[str, str] = field(default_factory=dict)
     missing_topics: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    truth_agreement: dict | None = None
+    truth_agreement: dict | None = None  # sim: detector vs truth (metrics.truth)
+    failure_analysis: dict | None = None  # attempt and episode classes (metrics.analysis)
     detector: dict = field(default_factory=dict)
     input: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -41,6 +41,9 @@ class Hold:
     success: float  # stamp of the success decision
     end: float | None = None  # drop / place / boundary / stream end
     ended_by: str = ''
+    # after a release: the jaws closed to empty-closed before opening to open_rad (a grip
+    # that relaxed and closed again: the cube fell out), False: opened first; None: unknown
+    reclosed: bool | None = None
 
 
 class GraspDetector:
@@ -67,6 +70,9 @@ class GraspDetector:
         self._truth_last: SimTruth | None = None
         self._trace_t: list[float] = []
         self._trace_q: list[float] = []
+        self._open_peak: float | None = None  # peak of the current or last opening
+        self._opening = False  # inside an opening (reached open_rad, not closed since)
+        self._watch: tuple[Hold, float] | None = None  # released hold, release stamp
 
     @property
     def _empty_limit(self) -> float:
@@ -99,6 +105,7 @@ class GraspDetector:
                 or t - self._trace_t[-1] >= 1.0 / self.config.trace_rate_hz - 1e-6):
             self._trace_t.append(t)
             self._trace_q.append(q)
+        self._track_opening(q)
         self._step(out, t, q, v, e)
 
     def truth(self, out: list[EvalEvent], t: float, truth: SimTruth) -> None:
@@ -118,6 +125,7 @@ class GraspDetector:
 
         Returns whether a held grasp ended here (at an episode end: ``held_at_end``).
         """
+        self._watch = None
         if self._pending_release is not None and success is not None:
             in_bowl = self._truth_last is not None and self._truth_last.in_bowl
             self._resolve_release(out, in_bowl or success,
@@ -196,9 +204,35 @@ class GraspDetector:
             elif q >= self._hold_min + cfg.release_delta_rad:
                 self._release(out, t, q)
                 self.state = GripperState.OPEN if q >= cfg.open_rad else GripperState.CLOSED
+                self._watch = (self.holds[-1], t)
+                self._watch_release(t, q)
         elif state is GripperState.CLOSED:
+            self._watch_release(t, q)
             if q >= cfg.open_rad:
                 self.state = GripperState.OPEN
+
+    def _watch_release(self, t: float, q: float) -> None:
+        """After a release: did the jaws close to empty-closed (``Hold.reclosed``) before
+        opening to open_rad, within place_window_s?"""
+        if self._watch is None:
+            return
+        hold, since = self._watch
+        if q <= self._empty_limit:
+            hold.reclosed, self._watch = True, None
+        elif q >= self.config.open_rad or t - since > self.config.place_window_s:
+            hold.reclosed, self._watch = False, None
+
+    def _track_opening(self, q: float) -> None:
+        """The peak of each opening: from reaching open_rad (after a close) to the next close
+        below open_rad - open_hysteresis_rad; the attempt after it reports it as open_rad."""
+        cfg = self.config
+        if q >= cfg.open_rad:
+            if not self._opening:
+                self._opening, self._open_peak = True, q
+            else:
+                self._open_peak = max(self._open_peak, q)
+        elif q < cfg.open_rad - cfg.open_hysteresis_rad:
+            self._opening = False
 
     def _at_rest(self, t: float, q: float, v: float | None, e: float | None) -> bool:
         """Whether the gripper has been at rest for settle_s (band + reported velocity).
@@ -244,7 +278,7 @@ class GraspDetector:
         cfg = self.config
         self._attempt_stamp = t
         learning = self._learning_close(t, q)
-        data = {'gripper_rad': q, 'rest_since': self._rest_start}
+        data = {'gripper_rad': q, 'rest_since': self._rest_start, 'open_rad': self._open_peak}
         if learning:
             data['learning'] = True
         self._log.emit(out, EventKind.GRASP_ATTEMPT, t, data)

@@ -4,8 +4,9 @@ Built from the final state of the other layers each time :meth:`MetricEngine.sum
 called, never kept up to date on the way: events are assigned to episodes from the final
 spans, and a metric whose input is missing is marked unavailable with its reason instead of
 counted as 0 (package docstring, "How the summary treats events outside episodes").
-:class:`TruthLog` keeps the sim truth's held spans and drops, the ground truth that the
-detected holds are checked against.
+:class:`~eval_monitor.metrics.truth.TruthLog` (re-exported here) keeps the sim truth that
+the detected holds and drops are checked against; :mod:`eval_monitor.metrics.analysis`
+classifies the attempts and episodes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import numpy as np
 from eval_monitor.metrics.definitions import (TOPIC_EPISODE, TOPIC_JOINT_STATES,
                                               TOPIC_OVERRIDE, DetectorConfig, EvalEvent,
                                               EventKind, Metric, Summary, TrajectorySource)
-from eval_monitor.metrics.detector import GraspDetector, Hold
+from eval_monitor.metrics.analysis import SLIP_WINDOW_S, failure_analysis
+from eval_monitor.metrics.detector import GraspDetector
 from eval_monitor.metrics.episodes import EpisodeLog, InputLog
+from eval_monitor.metrics.truth import MATCH_WINDOW_S, TruthLog
 from eval_monitor.stats import Rate
-from so101_driver.eval_topics import SimTruth
+
+__all__ = ['TruthLog', 'build_summary']
 
 # Metrics that one missing input makes unavailable together.
 _GRASP_METRICS = (Metric.GRASP_ATTEMPTS, Metric.GRASP_SUCCESS, Metric.DROPS,
@@ -37,64 +41,12 @@ def _norm_topic(name: str) -> str:
     return name.strip().strip('/')
 
 
-class TruthLog:
-    """Sim truth over the whole stream: ``held`` spans and ``dropped`` stamps."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self.held_start: float | None = None
-        self.held: list[tuple[float, float]] = []
-        self.drops: list[float] = []
-
-    def observe(self, t: float, truth: SimTruth) -> None:
-        self.seen = True
-        if truth.held and self.held_start is None:
-            self.held_start = t
-        elif not truth.held and self.held_start is not None:
-            self.held.append((self.held_start, t))
-            self.held_start = None
-        if truth.dropped:
-            self.drops.append(t)
-
-    def finish(self, t: float) -> None:
-        """End of stream: a span still held ends here."""
-        if self.held_start is not None:
-            self.held.append((self.held_start, t))
-            self.held_start = None
-
-    def agreement(self, holds: list[Hold], end_default: float, hold_s: float,
-                  detected_drops: int) -> dict:
-        """Detected holds vs the truth ``held`` spans; open spans end at ``end_default``."""
-        truth_spans = list(self.held)
-        if self.held_start is not None:
-            truth_spans.append((self.held_start, max(end_default, self.held_start)))
-        detected = [(h.start, h.end if h.end is not None else max(end_default, h.success))
-                    for h in holds]
-
-        def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
-            return a[0] <= b[1] and b[0] <= a[1]
-
-        real = [span for span in truth_spans if span[1] - span[0] >= hold_s]
-        true_pos = sum(1 for d in detected if any(overlaps(d, r) for r in truth_spans))
-        found = sum(1 for r in real if any(overlaps(d, r) for d in detected))
-        return {
-            'scope': 'whole stream',
-            'detected_grasp_successes': len(detected),
-            'truth_held_spans': len(real),
-            'precision': Rate.proportion(true_pos, len(detected)).to_dict(),
-            'recall': Rate.proportion(found, len(real)).to_dict(),
-            'detected_drops': detected_drops,
-            'truth_drops': len(self.drops),
-            'note': (f'a detected success is a true positive when its hold overlaps a truth '
-                     f'held span; truth spans shorter than hold_s ({hold_s} s) '
-                     'are not counted for recall'),
-        }
-
-
 def build_summary(config: DetectorConfig, log: EpisodeLog, detector: GraspDetector,
                   truth: TruthLog, inputs: InputLog, missing_topics: Iterable[str] = (),
-                  skipped: Iterable[str] = ()) -> Summary:
-    """Counts, rates and per-episode rows (package docstring: scope and availability)."""
+                  skipped: Iterable[str] = (), match_window_s: float = MATCH_WINDOW_S,
+                  slip_window_s: float = SLIP_WINDOW_S) -> Summary:
+    """Counts, rates, per-episode rows, truth agreement and failure analysis (package
+    docstring: scope and availability; sim truth agreement; failure analysis)."""
     missing = sorted({_norm_topic(m) for m in missing_topics})
     events = log.events
     completed = [ep for ep in log.episodes if ep.end is not None]
@@ -190,13 +142,20 @@ def build_summary(config: DetectorConfig, log: EpisodeLog, detector: GraspDetect
     if detector.effort_seen is False and detector.samples and config.use_effort:
         s.notes.append('no gripper effort in joint_states: grasp success decided by the '
                        'gripper angle alone')
+    end_default = (inputs.finished_at if inputs.finished_at is not None
+                   else inputs.last_stamp.get(TOPIC_JOINT_STATES, 0.0))
     if truth.seen:
-        end_default = (inputs.finished_at if inputs.finished_at is not None
-                       else inputs.last_stamp.get(TOPIC_JOINT_STATES, 0.0))
-        drops = sum(1 for ev, _ in log.entries if ev.kind is EventKind.DROP)
-        s.truth_agreement = truth.agreement(detector.holds, end_default, config.hold_s, drops)
+        drops = [ev.stamp for ev, _ in log.entries if ev.kind is EventKind.DROP]
+        s.truth_agreement = truth.agreement(
+            detector.holds, drops, end_default, config.settle_s + config.hold_s,
+            [ep.end for ep in log.episodes if ep.end is not None], config.place_window_s,
+            match_window_s)
     else:
         s.truth_agreement = None
+    if grasp_reason is None:
+        s.failure_analysis = failure_analysis(events, log.episodes, scope, config, truth,
+                                              end_default, slip_window_s,
+                                              holds=detector.holds)
     s.detector = detector.describe()
     s.input = {'messages': dict(sorted(inputs.messages.items())),
                'out_of_order': dict(sorted(inputs.out_of_order.items())),
