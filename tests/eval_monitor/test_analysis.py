@@ -217,10 +217,11 @@ def disagreeing_stream() -> tuple[Cell, dict]:
     s.start().close_on_cube().stay(1.0, effort=GRIP_NM).let_go(True).stay(0.02, GRIP_NM)
     marks['missed_drop'] = s.t
     s.stay(1.0, effort=GRIP_NM).end_episode(False).open()
-    # 2. a detected drop truth does not have: the jaws close to empty, yet the cube is
-    #    set down in the bowl (truth: let go over the bowl, in_bowl)
-    s.start().close_on_cube().stay(2.5, effort=GRIP_NM).let_go(False).drop()
+    # 2. a detected drop truth does not have: the jaws read empty-closed while truth still
+    #    holds the cube (a bad reading), and later set it down in the bowl
+    s.start().close_on_cube().stay(2.5, effort=GRIP_NM).drop().stay(2.0)
     marks['extra_drop'] = next(e.stamp for e in reversed(s.events) if e.kind is EventKind.DROP)
+    s.let_go(False)
     s.in_bowl = True
     s.stay(0.2).end_episode(True)
     # 3. a detected grasp truth never saw (jaws rest on something, cube never lifted)

@@ -597,7 +597,10 @@ def test_detector_agrees_with_the_simulated_cell():
                for o in outcomes)
     assert summary.grasp_attempts == len(outcomes), (summary.grasp_attempts, outcomes)
     assert summary.grasp_successes == held, (summary.grasp_successes, outcomes)
-    assert summary.drops == outcomes.count(AttemptOutcome.DROP), (summary.drops, outcomes)
+    # a cube the expert lost before its release that still landed in the bowl is a place
+    lost = sum(o is AttemptOutcome.DROP and not in_bowl
+               for o, in_bowl in zip(outcomes, cell.counters.episode_success, strict=True))
+    assert summary.drops == lost, (summary.drops, outcomes, cell.counters.episode_success)
     assert summary.episode_successes == sum(cell.counters.episode_success)
     agreement = summary.truth_agreement
     assert agreement['precision']['k'] == agreement['precision']['n'] == held, agreement

@@ -38,7 +38,11 @@ Gripper (from ``joint_states``, joint ``gripper``, radians, larger = more open)
     wide opening of the previous release for a narrow approach after a half-closed home
     pose.)
 
-    *Drop*: while holding, the gripper reaches the empty-closed angle (+ margin).
+    *Drop*: while holding, the gripper reaches the empty-closed angle (+ margin): the object
+    left the jaws. With sim truth and no bowl region this is decided like a release
+    (below): a cube that slid out over the bowl and lies in it by ``place_window_s`` is a
+    place, not a drop (the simulated cell showed such cubes pinched by a corner slipping
+    out during the lower: truth called them placed, the detector used to call them drops).
 
     *Place / release*: while holding, the gripper opens by ``release_delta_rad`` above the
     smallest held angle. Where the place happened decides place or drop:

@@ -162,7 +162,7 @@ class DetectorConfig:
     settle_s: float = 0.2  # at rest this long after a close: an attempt
     hold_s: float = 0.5  # short of empty-closed this long after the attempt: a success
     empty_closed_rad: float = field(default_factory=_default_empty_closed)  # empty close rests at
-    empty_margin_rad: float = 0.08  # within this above empty-closed: nothing in the jaws
+    empty_margin_rad: float = 0.05  # within this above empty-closed: nothing in the jaws
     learn_empty_closed: bool = False  # learn empty_closed_rad from closes before episode 1
     learn_closes: int = 3  # number of empty closes to learn from (median)
     learn_window_rad: float = 0.25  # only closes resting this near empty_closed_rad are learned

@@ -195,11 +195,7 @@ class GraspDetector:
         elif state is GripperState.HOLDING:
             self._hold_min = min(self._hold_min, q)
             if q <= self._empty_limit:
-                self._end_hold(t, 'drop')
-                self._log.emit(out, EventKind.DROP, t,
-                               {'gripper_rad': q, 'reason': 'closed_to_empty',
-                                'attempt_stamp': self._attempt_stamp},
-                               anchor=self._attempt_stamp)
+                self._closed_to_empty(out, t, q)
                 self.state = GripperState.CLOSED
             elif q >= self._hold_min + cfg.release_delta_rad:
                 self._release(out, t, q)
@@ -349,15 +345,29 @@ class GraspDetector:
             self._log.emit(out, EventKind.PLACE, t, {**base, 'location': 'unknown'},
                            anchor=attempt)
 
+    def _closed_to_empty(self, out: list[EvalEvent], t: float, q: float) -> None:
+        """The jaws closed to empty while holding: the object left them. A drop, unless the
+        sim truth shows the cube landing in the bowl (it slid out over the bowl: a place),
+        decided like a release (package docstring)."""
+        attempt = self._attempt_stamp
+        base = {'gripper_rad': q, 'attempt_stamp': attempt, 'reason': 'closed_to_empty'}
+        self._end_hold(t, 'drop')
+        if self._truth_last is not None and self.config.bowl_center_xy is None:
+            self._pending_release = {**base, 'stamp': t,
+                                     'during_intervention': self._log.override_active or None}
+            return
+        self._log.emit(out, EventKind.DROP, t, base, anchor=attempt)
+
     def _resolve_release(self, out: list[EvalEvent], place: bool, location: str) -> None:
         pending, self._pending_release = self._pending_release, None
         t = pending.pop('stamp')
         if not pending.get('during_intervention'):
             pending.pop('during_intervention', None)
         kind = EventKind.PLACE if place else EventKind.DROP
+        reason = pending.pop('reason', 'released_outside_bowl')
         data = {**pending, 'location': location}
         if not place:
-            data['reason'] = 'released_outside_bowl'
+            data['reason'] = reason
         anchor = pending['attempt_stamp']
         event = EvalEvent(kind, t, self._log.episode_of(anchor), jsonable(data))
         self._log.record(out, event, anchor)
