@@ -128,7 +128,7 @@ class ExpertConfig:
     release_outside_rate: float = 0.0
     miss_offset_m: float = 0.035  # grasp point this far across the jaws from the cube (miss)
     knock_offset_m: float = 0.036  # grasp point this far along the jaws (knock: a pad on it)
-    narrow_open_rad: float = 0.4  # jaw opening of a narrow_open attempt (a cube holds 0.29)
+    narrow_open_rad: float = 0.5  # jaw opening of a narrow_open attempt (a cube holds 0.29)
     slip_open_rad: float = 0.36  # the grip relaxes to this jaw angle (slip, transport_drop)
     release_outside_m: float = 0.1  # release this far short of the bowl (release_outside)
     model_path: str = ''  # arm MJCF for IK; '' = the packaged mjcf/so101.xml
@@ -363,9 +363,14 @@ class ScriptedExpert:
         if not self.finished:
             if self._attempt is not None:
                 self._judge(view, now)
-            elif self._plan.empty and view.in_bowl and self._episode_attempts:
-                self._end_attempt(now, AttemptOutcome.SUCCESS)  # placed by the operator
-                self.rescued = True
+            elif view.in_bowl and self._episode_attempts:
+                # between attempts with the cube in the bowl: placed by the operator (no plan
+                # since the hand-back) or it got there after the last attempt was judged
+                if self._plan.empty:
+                    self.rescued = True
+                elif self.attempts and self.attempts[-1].episode == self.episode:
+                    self.attempts[-1].outcome = AttemptOutcome.SUCCESS
+                self._end_attempt(now, AttemptOutcome.SUCCESS)
             elif now >= self._plan.end + c.retry_pause_s:
                 if self._may_retry(now) or not self._episode_attempts:
                     self._start_attempt(view, now, present)

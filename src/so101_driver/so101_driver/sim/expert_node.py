@@ -108,7 +108,7 @@ class SimExpertNode(GuardedNode):
                 floating_point_range=float_range(0, 0.2))
         declare('knock_offset_m', 0.036, 'knock: grasp point this far along the jaws (m)',
                 floating_point_range=float_range(0, 0.2))
-        declare('narrow_open_rad', 0.4, 'narrow_open: jaw opening of the attempt (rad)',
+        declare('narrow_open_rad', 0.5, 'narrow_open: jaw opening of the attempt (rad)',
                 floating_point_range=float_range(-0.2, 1.8))
         declare('slip_open_rad', 0.36, 'slip, transport_drop: the grip relaxes to this (rad)',
                 floating_point_range=float_range(-0.2, 1.8))
