@@ -62,7 +62,7 @@ def simulate(min_attempts: int = MIN_ATTEMPTS + 10, seed: int = 7):
         seed=seed, grasp_xy_noise_m=0.008, grasp_z_noise_m=0.006, close_timing_noise_s=0.3,
         speed_noise=0.2, reaction_delay_s=0.2, max_attempts=6, episode_timeout_s=75.0,
         **FAILURES))
-    operator = SimOperator(OperatorConfig(rescue_after_failures=4, stall_s=45.0))
+    operator = SimOperator(OperatorConfig(rescue_after_failures=5, stall_s=45.0))
     feed = EngineFeed(MetricEngine())
     episodes = 0
     while len(expert.attempts) < min_attempts:

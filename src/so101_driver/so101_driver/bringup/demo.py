@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'expert noise (default 1)')
     parser.add_argument('--run-dir', type=Path, default=None,
                         help='where the report, bag and logs go (default runs/demo_<time>)')
-    parser.add_argument('--rescue-after', type=int, default=4,
+    parser.add_argument('--rescue-after', type=int, default=5,
                         help='failed attempts in an episode after which the simulated operator '
-                        'takes over (0: never; default 4)')
+                        'takes over (0: never; default 5)')
     parser.add_argument('--stall-s', type=float, default=45.0,
                         help='sim seconds without a grasp success after which the operator '
                         'takes over (0: never; default 45)')
@@ -102,8 +102,8 @@ def print_view_line(log: Path, timeout_s: float = 10.0) -> None:
 
 #: The expert's failure profile in the demo: per-attempt rates that give an evaluation the
 #: shape of a real one (several attempts per episode, most episodes end in the bowl).
-FAILURES = {'miss_rate': 0.35, 'knock_rate': 0.15, 'narrow_open_rate': 0.1, 'slip_rate': 0.08,
-            'transport_drop_rate': 0.07, 'release_outside_rate': 0.05}
+FAILURES = {'miss_rate': 0.4, 'knock_rate': 0.15, 'narrow_open_rate': 0.1, 'slip_rate': 0.1,
+            'transport_drop_rate': 0.08, 'release_outside_rate': 0.07}
 
 
 #: --fast: half the message rates of the sim (the detector needs 50 Hz joint states), so the
