@@ -51,13 +51,15 @@ class TruthLog:
         self.drops: list[float] = []  # stamps of dropped reports
         self.bowl_entries: list[float] = []  # stamps where in_bowl became true
         self._in_bowl = False
+        self.absorbed: list[float] = []
         self._finished_open: tuple[float, float] | None = None  # span closed by finish()
 
     def observe(self, t: float, truth: SimTruth) -> None:
         self.seen = True
-        if truth.held and self.held_start is None:
+        grasped = bool(truth.held)
+        if grasped and self.held_start is None:
             self.held_start = t
-        elif not truth.held and self.held_start is not None:
+        elif not grasped and self.held_start is not None:
             self.held.append((self.held_start, t))
             self.held_start = None
         if truth.dropped:
@@ -80,10 +82,12 @@ class TruthLog:
               drop_window_s: float = DROP_WINDOW_S) -> list[TruthSpan]:
         """Every held span (one still open ends at ``end_default``) and how it ended.
 
-        A ``dropped`` report belongs to the span whose end is nearest, within
-        ``drop_window_s`` (one report per span): ``dropped``. Else a span still held at the
-        stream end is ``held_at_end``; one followed by the cube entering the bowl within
-        ``place_window_s`` is ``placed``; one with an episode end inside it or up to
+        A span followed by the cube entering the bowl within ``place_window_s`` is
+        ``placed`` (also when a ``dropped`` report came with it: let go just outside the
+        bowl's radius, it rolled in). Else a ``dropped`` report belongs to the span whose
+        end is nearest, within ``drop_window_s`` (one report per span): ``dropped``. Else a
+        span still held at the
+        stream end is ``held_at_end``; one with an episode end inside it or up to
         ``drop_window_s`` after it (the sim's reset lets go of the cube) is ``held_at_end``;
         any other is ``not_in_bowl``, a drop too.
         """
@@ -93,21 +97,29 @@ class TruthLog:
         ends = sorted(episode_ends)
         out = []
         used: set[int] = set()
+        self.absorbed = []  # dropped reports of spans that ended placed anyway
         for start, end, is_open in raw:
             lo = bisect.bisect_left(self.drops, end - drop_window_s)
             hi = bisect.bisect_right(self.drops, end + drop_window_s)
             near = [j for j in range(lo, hi) if j not in used]
+            i = bisect.bisect_left(self.bowl_entries, end)
+            # the cube in the bowl soon after: placed, even when it was let go just outside
+            # the bowl's radius (a dropped report) and rolled in, as the detector decides
+            placed = (not is_open and i < len(self.bowl_entries)
+                      and self.bowl_entries[i] - end <= place_window_s)
             if near:
                 best = min(near, key=lambda j: abs(self.drops[j] - end))
                 used.add(best)
-                out.append(TruthSpan(start, end, 'dropped', self.drops[best]))
-                continue
+                if placed:
+                    self.absorbed.append(self.drops[best])
+                else:
+                    out.append(TruthSpan(start, end, 'dropped', self.drops[best]))
+                    continue
             k = bisect.bisect_left(ends, start)  # an episode ended while held, or just after
             at_boundary = k < len(ends) and ends[k] <= end + drop_window_s
-            i = bisect.bisect_left(self.bowl_entries, end)
             if is_open:
                 out.append(TruthSpan(start, end, 'held_at_end', None))
-            elif i < len(self.bowl_entries) and self.bowl_entries[i] - end <= place_window_s:
+            elif placed:
                 out.append(TruthSpan(start, end, 'placed', None))
             elif at_boundary:
                 out.append(TruthSpan(start, end, 'held_at_end', None))
@@ -136,7 +148,7 @@ class TruthLog:
         counted = sorted(span.drop for span in real if span.drop is not None)
         short = sum(1 for span in spans
                     if span.drop is not None and span.duration < truth_hold_s)
-        attached = {span.drop for span in spans if span.ended == 'dropped'}
+        attached = {span.drop for span in spans if span.ended == 'dropped'} | set(self.absorbed)
         unattached = [d for d in self.drops if d not in attached]
         truth_drops = sorted([span.drop for span in spans if span.drop is not None]
                              + unattached)

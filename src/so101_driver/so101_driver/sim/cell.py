@@ -8,8 +8,8 @@ each control tick sends the clamped goal to MuJoCo position actuators and steps 
 until the next tick. Time is the cell's own clock (seconds since start, never reset), so
 every stamp a node derives from it is sim time.
 
-Ground truth (``SimTruth``): ``held`` when both jaw pads touch the cube and the cube does
-not touch the table (released only after ``release_ticks`` ticks without both pads, so
+Ground truth (``SimTruth``): ``held`` when both jaw pads touch the cube and the cube
+rests on nothing (neither table nor bowl) (released only after ``release_ticks`` ticks without both pads, so
 contact chatter is not a release); ``lifted`` when the cube's lowest corner is more than
 ``lift_threshold_m`` above the table; ``in_bowl`` when the cube rests inside the bowl's wall
 below its rim and is not held; ``dropped`` is true once, in the first ``truth()`` after a
@@ -131,6 +131,8 @@ class SimCell:
         self._table_geom = m.geom('table').id
         self._pads = (m.geom('fixed_jaw_pad').id, m.geom('moving_jaw_pad').id)
         self._bowl_body = m.body('bowl').id
+        self._supports = {self._table_geom} | {g for g in range(m.ngeom)
+                                                if m.geom_bodyid[g] == self._bowl_body}
         m.body_pos[self._bowl_body][:2] = self.config.bowl_xy
 
         self.limits = self._limits()
@@ -223,9 +225,11 @@ class SimCell:
         return float(centre[2] - CUBE_HALF * np.abs(rot[2]).sum())
 
     def _touching(self) -> tuple[bool, bool]:
-        """(both pads touch the cube, the cube touches the table)."""
+        """(both pads touch the cube, the cube rests on something: the table or the bowl).
+
+        A cube resting on the bowl's rim with both open pads brushing it is not held."""
         pads = set()
-        table = False
+        supported = False
         cube = self._cube_geom
         for i in range(self.data.ncon):
             c = self.data.contact[i]
@@ -234,9 +238,9 @@ class SimCell:
             other = c.geom2 if c.geom1 == cube else c.geom1
             if other in self._pads:
                 pads.add(other)
-            elif other == self._table_geom:
-                table = True
-        return len(pads) == 2, table
+            elif other in self._supports:
+                supported = True
+        return len(pads) == 2, supported
 
     def over_bowl(self) -> bool:
         pos = self.data.xpos[self._cube_body]

@@ -130,7 +130,7 @@ class ExpertConfig:
     knock_offset_m: float = 0.036  # grasp point this far along the jaws (knock: a pad on it)
     narrow_open_rad: float = 0.5  # jaw opening of a narrow_open attempt (a cube holds 0.29)
     slip_open_rad: float = 0.36  # the grip relaxes to this jaw angle (slip, transport_drop)
-    release_outside_m: float = 0.1  # release this far short of the bowl (release_outside)
+    release_outside_m: float = 0.15  # release this far short of the bowl (release_outside)
     model_path: str = ''  # arm MJCF for IK; '' = the packaged mjcf/so101.xml
 
     def __post_init__(self):

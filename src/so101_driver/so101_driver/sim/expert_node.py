@@ -112,7 +112,7 @@ class SimExpertNode(GuardedNode):
                 floating_point_range=float_range(-0.2, 1.8))
         declare('slip_open_rad', 0.36, 'slip, transport_drop: the grip relaxes to this (rad)',
                 floating_point_range=float_range(-0.2, 1.8))
-        declare('release_outside_m', 0.1, 'release_outside: release this far short of the '
+        declare('release_outside_m', 0.15, 'release_outside: release this far short of the '
                 'bowl (m)', floating_point_range=float_range(0, 0.5))
         declare('model_path', '', 'Arm MJCF used for IK; empty = the packaged mjcf/so101.xml')
 
