@@ -142,7 +142,7 @@ def test_demo_runs_two_episodes_and_leaves_report_and_bag(tmp_path):
     an episode (counted there), report and bag agree."""
     run = tmp_path / 'demo'
     proc = so101('demo', '--fast', '--episodes', '2', '--rescue-after', '2', '--failure-scale',
-                 '1.25', '--seed', '3',
+                 '1.05', '--seed', '3',
                  '--run-dir', str(run), cwd=tmp_path)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, f'so101 demo failed:\n{out[-4000:]}'

@@ -102,7 +102,7 @@ def print_view_line(log: Path, timeout_s: float = 10.0) -> None:
 
 #: The expert's failure profile in the demo: per-attempt rates that give an evaluation the
 #: shape of a real one (several attempts per episode, most episodes end in the bowl).
-FAILURES = {'miss_rate': 0.4, 'knock_rate': 0.15, 'narrow_open_rate': 0.1, 'slip_rate': 0.1,
+FAILURES = {'miss_rate': 0.45, 'knock_rate': 0.15, 'narrow_open_rate': 0.1, 'slip_rate': 0.1,
             'transport_drop_rate': 0.08, 'release_outside_rate': 0.07}
 
 

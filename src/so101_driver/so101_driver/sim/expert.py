@@ -47,7 +47,6 @@ from enum import Enum
 import numpy as np
 
 from so101_driver.eval_topics import SimTruth
-from so101_driver.joints import JOINT_NAMES
 from so101_driver.arm.trajectory import Trajectory
 from so101_driver.sim.kinematics import ARM, Kinematics
 from so101_driver.sim.motion import Phase, Plan, Segment, sample
@@ -378,16 +377,8 @@ class ScriptedExpert:
                     self.finished = True
         if self._plan.empty or now > self._plan.end + c.chunk_horizon_s:
             return None  # plan done: the executor holds the last point
-        n = max(2, round(c.chunk_horizon_s / c.chunk_dt_s) + 1)
-        tfs = np.arange(n) * c.chunk_dt_s
-        points = np.array([self._plan.at(now + t) for t in tfs])
-        # The first point is where the arm was measured (within the limits): by the time the
-        # chunk arrives it lies in the past and is skipped, but it is what the executor's
-        # max_jump check compares, so a chunk is never refused because the arm lags the plan
-        # (a jaw blocked by the cube always does) or the message was late.
-        points[0] = np.clip(present, self.kin.lower, self.kin.upper)
-        return Trajectory(joint_names=JOINT_NAMES, start=now, time_from_start=tfs,
-                          positions=points)
+        return self._plan.chunk(now, present, c.chunk_horizon_s, c.chunk_dt_s, self.kin.lower,
+                                self.kin.upper)
 
     def _judge(self, view: SimTruth, now: float) -> None:
         c = self.config

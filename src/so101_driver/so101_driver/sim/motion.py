@@ -13,6 +13,7 @@ from enum import Enum
 
 import numpy as np
 
+from so101_driver.arm.trajectory import Trajectory
 from so101_driver.joints import JOINT_NAMES
 from so101_driver.sim.kinematics import Kinematics
 
@@ -57,6 +58,21 @@ class Plan:
     def at(self, t: float) -> np.ndarray:
         return np.array([np.interp(t, self.times, self.positions[:, j])
                          for j in range(self.positions.shape[1])])
+
+    def chunk(self, now: float, present: np.ndarray, horizon_s: float, dt_s: float,
+              lower: np.ndarray, upper: np.ndarray) -> Trajectory:
+        """The plan from ``now`` for ``horizon_s`` as a trajectory chunk.
+
+        The first point is where the arm was measured (within the limits): by the time the
+        chunk arrives it lies in the past and is skipped, but it is what the executor's
+        max_jump check compares, so a chunk is never refused because the arm lags the plan
+        (a jaw blocked by the cube always does) or the message was late."""
+        n = max(2, round(horizon_s / dt_s) + 1)
+        tfs = np.arange(n) * dt_s
+        points = np.array([self.at(now + t) for t in tfs])
+        points[0] = np.clip(present, lower, upper)
+        return Trajectory(joint_names=JOINT_NAMES, start=now, time_from_start=tfs,
+                          positions=points)
 
     def phase(self, t: float) -> Phase | None:
         current = None

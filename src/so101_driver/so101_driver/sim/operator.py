@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from so101_driver.eval_topics import SimTruth
-from so101_driver.joints import JOINT_NAMES
 from so101_driver.arm.trajectory import Trajectory
 from so101_driver.sim.expert import AttemptOutcome, ExpertConfig, ScriptedExpert
 from so101_driver.sim.kinematics import Kinematics
@@ -143,12 +142,8 @@ class SimOperator:
         if self._helper is not None:
             return self._helper.act(now, present)
         c = self.config
-        n = max(2, round(c.chunk_horizon_s / c.chunk_dt_s) + 1)
-        tfs = np.arange(n) * c.chunk_dt_s
-        points = np.array([self._plan.at(now + t) for t in tfs])
-        points[0] = np.clip(present, self.kin.lower, self.kin.upper)
-        return Trajectory(joint_names=JOINT_NAMES, start=now, time_from_start=tfs,
-                          positions=points)
+        return self._plan.chunk(now, present, c.chunk_horizon_s, c.chunk_dt_s, self.kin.lower,
+                                self.kin.upper)
 
     # -- in-process use (sim.expert.run_episodes) ----------------------------------
     def drive(self, cell, expert: ScriptedExpert, truth: SimTruth, listener=None) -> None:
