@@ -30,7 +30,7 @@ import numpy as np
 from so101_driver.bringup import plan as bringup
 from so101_driver.bringup.processes import ProcessGroup, confine_discovery, start_nodes
 from so101_driver.eval_topics import EpisodeEvent, EpisodeMark, PayloadError, SimTruth
-from so101_driver.joints import JOINT_NAMES
+from so101_driver.joints import measured_positions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,8 +197,12 @@ class Operator:
             self.truth = truth
 
     def _on_state(self, msg):
-        if list(msg.name) == list(JOINT_NAMES):
-            self.present = np.array(msg.position)
+        try:  # NaN or absurd values would become the first point of a teleop chunk
+            present = measured_positions(msg.name, msg.position)
+        except ValueError:
+            return
+        with self.lock:
+            self.present = present
 
     def _supervise(self):
         from so101_driver.ros_io import trajectory_msg
