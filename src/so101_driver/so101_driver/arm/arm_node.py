@@ -111,7 +111,8 @@ class ArmNode(GuardedNode):
 
         self._connect(first=True)
 
-        self.pub_joint_states = self.create_publisher(JointState, 'joint_states', qos.STREAM_PUB)
+        self.pub_joint_states = self.create_publisher(JointState, 'joint_states',
+                                                      qos.MEASUREMENT_PUB)
         self.pub_description = self.create_publisher(String, 'robot_description', qos.LATCHED)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics',
                                                      qos.STREAM_PUB)

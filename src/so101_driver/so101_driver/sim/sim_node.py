@@ -115,13 +115,14 @@ class SimNode(GuardedNode):
         self._stats = {'render_s': deque(maxlen=50), 'rtf': 0.0, 'tick_hz': 0.0}
         self._episode_marks = p('publish_episode_marks')
 
-        self.pub_joint_states = self.create_publisher(JointState, 'joint_states', qos.STREAM_PUB)
+        self.pub_joint_states = self.create_publisher(JointState, 'joint_states',
+                                                      qos.MEASUREMENT_PUB)
         self.pub_description = self.create_publisher(String, 'robot_description', qos.LATCHED)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, 'diagnostics',
                                                      qos.STREAM_PUB)
         self.pub_clock = self.create_publisher(Clock, '/clock', qos.STREAM_PUB)
         self.pub_cube = self.create_publisher(PoseStamped, 'sim/cube_pose', qos.STREAM_PUB)
-        self.pub_truth = self.create_publisher(String, 'sim/truth', qos.STREAM_PUB)
+        self.pub_truth = self.create_publisher(String, 'sim/truth', qos.MEASUREMENT_PUB)
         self.pub_episode = self.create_publisher(String, 'eval/episode',
                                                  qos.EPISODE_MARKS)
         self.pub_images = {c: self.create_publisher(Image, f'cameras/{c}/image_raw',
