@@ -35,6 +35,7 @@ class TruthSpan:
     end: float  # first truth message without held (or where the stream / summary ended)
     ended: str  # 'dropped', 'not_in_bowl' (both truth drops), 'placed' or 'held_at_end'
     drop: float | None  # a truth drop's stamp: the dropped report or the span end; else None
+    report: float | None = None  # the dropped report this span took (also when placed anyway)
 
     @property
     def duration(self) -> float:
@@ -51,7 +52,6 @@ class TruthLog:
         self.drops: list[float] = []  # stamps of dropped reports
         self.bowl_entries: list[float] = []  # stamps where in_bowl became true
         self._in_bowl = False
-        self.absorbed: list[float] = []
         self._finished_open: tuple[float, float] | None = None  # span closed by finish()
 
     def observe(self, t: float, truth: SimTruth) -> None:
@@ -97,8 +97,8 @@ class TruthLog:
         ends = sorted(episode_ends)
         out = []
         used: set[int] = set()
-        self.absorbed = []  # dropped reports of spans that ended placed anyway
         for start, end, is_open in raw:
+            report = None
             lo = bisect.bisect_left(self.drops, end - drop_window_s)
             hi = bisect.bisect_right(self.drops, end + drop_window_s)
             near = [j for j in range(lo, hi) if j not in used]
@@ -110,17 +110,16 @@ class TruthLog:
             if near:
                 best = min(near, key=lambda j: abs(self.drops[j] - end))
                 used.add(best)
-                if placed:
-                    self.absorbed.append(self.drops[best])
-                else:
-                    out.append(TruthSpan(start, end, 'dropped', self.drops[best]))
+                report = self.drops[best]
+                if not placed:
+                    out.append(TruthSpan(start, end, 'dropped', report, report))
                     continue
             k = bisect.bisect_left(ends, start)  # an episode ended while held, or just after
             at_boundary = k < len(ends) and ends[k] <= end + drop_window_s
             if is_open:
                 out.append(TruthSpan(start, end, 'held_at_end', None))
             elif placed:
-                out.append(TruthSpan(start, end, 'placed', None))
+                out.append(TruthSpan(start, end, 'placed', None, report))
             elif at_boundary:
                 out.append(TruthSpan(start, end, 'held_at_end', None))
             else:
@@ -148,7 +147,7 @@ class TruthLog:
         counted = sorted(span.drop for span in real if span.drop is not None)
         short = sum(1 for span in spans
                     if span.drop is not None and span.duration < truth_hold_s)
-        attached = {span.drop for span in spans if span.ended == 'dropped'} | set(self.absorbed)
+        attached = {span.report for span in spans if span.report is not None}
         unattached = [d for d in self.drops if d not in attached]
         truth_drops = sorted([span.drop for span in spans if span.drop is not None]
                              + unattached)
